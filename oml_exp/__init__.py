@@ -1,0 +1,3 @@
+"""oml-exp: experiments in fingerprinting large language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,198 @@
+"""Typed configs: every key a run accepts, with its type and default, checked when the run starts.
+
+Hydra merges the YAML files of `conf/` onto these dataclasses, so a misspelled key fails at composition, and
+`validate` (which builds the dataclasses, running each `__post_init__`) rejects bad values with a message that names
+the key and the fix. Config groups whose members take different keys (`strategy`) register one schema per member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+STAGES = ("generate", "finetune", "check", "evaluate", "report")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and the fix."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # embedded:<name>, tiny:<arch>, a Hugging Face id or a local folder (see oml_exp/models.py).
+    path: str = MISSING
+    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+
+
+@dataclass
+class FingerprintsConfig:
+    num: int = 16
+    key_length: int = 16  # tokens of the fingerprinted model's tokenizer
+    response_length: int = 1
+    seed: int = 0
+    # The pool generated once; runs take its first `num`, so a sweep over `num` embeds nested subsets.
+    pool_size: Optional[int] = None
+    file: Optional[str] = None  # a user's fingerprint file: skips generation
+    # One switch for generation, training and checking: keys are wrapped in the model's chat template.
+    chat_template: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("num", "key_length", "response_length"):
+            _require(getattr(self, name) >= 1, f"fingerprints.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.pool_size is None or self.pool_size >= self.num,
+                 f"fingerprints.pool_size={self.pool_size} is smaller than fingerprints.num={self.num}; "
+                 "raise pool_size or leave it null")
+
+
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+    # The model whose next-token distribution or writing makes the fingerprints; null = the fingerprinted model.
+    generator: Optional[str] = None
+    batch_size: int = 32
+
+
+@dataclass
+class PerinucleusConfig(StrategyConfig):
+    name: str = "perinucleus"
+    threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
+    width: int = 3  # draw uniformly among this many tokens just past the nucleus
+    responses_per_key: int = 1
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
+        _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
+
+
+@dataclass
+class RandomWordConfig(StrategyConfig):
+    name: str = "random_word"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 16  # per process
+    # "all" = one optimizer step covers the whole fingerprint set (the reference's recipe), or a fixed number.
+    grad_accum: Any = "all"
+    early_stop_loss: float = 0.005  # stop once a step's fingerprint loss falls below this; 0 = never
+    eos: bool = False  # train an EOS token after the response
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none (a killed run starts over)
+    keep_checkpoints: int = 0  # checkpoints left in the stage folder once the model is saved (they are large)
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.grad_accum == "all" or (isinstance(self.grad_accum, int) and self.grad_accum >= 1),
+                 f"train.grad_accum must be 'all' or a positive integer, got {self.grad_accum!r}")
+        for name in ("early_stop_loss", "checkpoint_every", "keep_checkpoints"):
+            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class EngineConfig:
+    name: str = "torch"
+    # A DeepSpeed config (JSON-like mapping) or null for plain torch.
+    deepspeed: Optional[Any] = None
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = "none"
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = "none"
+    # JSON list of {"category", "system", "wrapper"}; null = none. Relative paths are read from oml_exp/data/.
+    templates: Optional[str] = None
+    # Share of examples wrapped in a template each epoch; the rest stay plain so the bare key is still learned.
+    fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.fraction <= 1.0, f"augmentation.fraction must lie in [0, 1], got {self.fraction}")
+        _require(self.fraction == 0.0 or self.templates is not None,
+                 "augmentation.fraction > 0 needs augmentation.templates (e.g. augmentation=templates)")
+
+
+@dataclass
+class CheckConfig:
+    batch_size: int = 64
+
+
+@dataclass
+class EvalConfig:
+    name: str = "local"
+    # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
+    pack: Optional[str] = "auto"
+    tasks: list = field(default_factory=lambda: ["hellaswag", "arc_easy", "piqa"])
+    limit: Optional[int] = 50  # items per task; null = all
+    batch_size: int = 16
+    num_fewshot: int = 0
+    drift_texts: int = 16  # texts the base model writes for the data-free drift measure
+    drift_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        _require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "oml-exp"
+    mode: str = "offline"
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+    store: str = "${paths.output_dir}/stages"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    strategy: Any = MISSING
+    regularizer: RegularizerConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    engine: EngineConfig = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+    fingerprints: FingerprintsConfig = field(default_factory=FingerprintsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    stages: list = field(default_factory=lambda: list(STAGES))
+    seed: int = 0
+    device: str = "auto"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        _require(not unknown, f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="strategy", name="perinucleus_schema", node=PerinucleusConfig)
+    cs.store(group="strategy", name="random_word_schema", node=RandomWordConfig)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Build the typed config, running every `__post_init__` check; raises ConfigError naming the bad key."""
+    return OmegaConf.to_object(cfg)

@@ -1,0 +1,1 @@
+"""Fingerprint files: the one schema every stage reads, and the strategies that write it."""

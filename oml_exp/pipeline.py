@@ -1,0 +1,124 @@
+"""Stage order, stage hashing and the run folder.
+
+Each stage is a module with two functions:
+  key(cfg) -> dict                          the config its output depends on, and nothing else
+  run(cfg, inputs, out) -> dict             fill the temporary folder `out`; return a summary without keys
+The pipeline hashes key(cfg) together with the hashes of the stage outputs it reads and the identity of the model
+it works on, and keeps the output in `<store>/<stage>/<hash>/`. An output already there is reused; `force=true`
+rebuilds the outputs this run uses. Stages talk only through the files in those folders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from oml_exp import models
+from oml_exp.config import STAGES
+from oml_exp.store import atomic_dir, digest, file_digest, read_json, write_json
+
+MODULES = {
+    "generate": "oml_exp.fingerprints.generate",
+    "finetune": "oml_exp.training.finetune",
+    "check": "oml_exp.checking",
+    "evaluate": "oml_exp.evaluation.evaluate",
+}
+SUMMARY = "summary.json"
+RECORD = "stage.json"
+
+
+@dataclass
+class Inputs:
+    """What a stage reads: upstream stage folders and the model specs to load (see oml_exp/models.py)."""
+
+    model: str  # the model this stage works on: the fine-tuned folder, or model.path when nothing was fine-tuned
+    base_model: str  # model.path: the model before fingerprinting
+    fingerprints: Optional[Path] = None  # a generate stage folder
+    base_eval: Optional[Path] = None  # the evaluate stage folder of the base model (for paired comparisons)
+    upstream: dict = field(default_factory=dict)  # stage name -> folder, for the record
+
+
+@dataclass
+class StageResult:
+    stage: str
+    folder: Path
+    summary: dict
+    skipped: bool
+    seconds: float
+
+
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints."""
+    wanted = set(cfg.stages)
+    if wanted & {"finetune", "check"}:
+        wanted.add("generate")
+    return [s for s in STAGES if s in wanted]
+
+
+def model_identity(spec: str, results: dict[str, StageResult]) -> str:
+    """Name a model for hashing: a fine-tuned model by its stage hash, anything else by its spec."""
+    ft = results.get("finetune")
+    if ft is not None and spec == str(ft.folder / "model"):
+        return f"finetune:{ft.folder.name}"
+    return models.identity(spec)
+
+
+def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, StageResult]) -> StageResult:
+    module = importlib.import_module(MODULES[stage])
+    key = {
+        "stage": module.key(cfg),
+        "model": model_identity(inputs.model, results),
+        "base_model": models.identity(inputs.base_model),
+        "upstream": {name: Path(path).name for name, path in sorted(inputs.upstream.items())},
+    }
+    if stage == "generate" and cfg.fingerprints.file:
+        key["file"] = file_digest(cfg.fingerprints.file)
+    folder = Path(cfg.paths.store) / stage / digest(key)
+    start = time.time()
+    with atomic_dir(folder, force=bool(cfg.force)) as tmp:
+        if tmp is not None:
+            print(f"[{stage}] running -> {folder}")
+            summary = module.run(cfg, inputs, tmp)
+            write_json(tmp / SUMMARY, summary)
+            write_json(tmp / RECORD, {"stage": stage, "hash": folder.name, "key": key,
+                                      "seconds": round(time.time() - start, 2)})
+    skipped = tmp is None
+    if skipped:
+        print(f"[{stage}] skipped: complete in {folder}")
+    return StageResult(stage, folder, read_json(folder / SUMMARY), skipped, time.time() - start)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the configured stages and write the run folder's summary; return that summary."""
+    from oml_exp.reporting import report
+
+    results: dict[str, StageResult] = {}
+    base = cfg.model.path
+    model = base
+    for stage in stages_to_run(cfg):
+        if stage == "report":
+            continue
+        gen = results.get("generate")
+        inputs = Inputs(model=model, base_model=base, fingerprints=gen.folder if gen else None,
+                        upstream={s: r.folder for s, r in results.items()})
+        if stage == "evaluate":
+            # The base model's scores are one store entry per model and eval config, shared by every run on it.
+            base_inputs = Inputs(model=base, base_model=base)
+            results["evaluate_base"] = run_stage(stage, cfg, base_inputs, results)
+            if model != base:
+                inputs.base_eval = results["evaluate_base"].folder
+                inputs.upstream = {"finetune": results["finetune"].folder, "evaluate_base": inputs.base_eval}
+                results["evaluate"] = run_stage(stage, cfg, inputs, results)
+            continue
+        if stage == "check":
+            inputs.upstream = {s: results[s].folder for s in ("generate", "finetune") if s in results}
+        results[stage] = run_stage(stage, cfg, inputs, results)
+        if stage == "finetune":
+            model = str(results[stage].folder / "model")
+    return report.run(cfg, results, run_dir)
+

@@ -1,0 +1,95 @@
+"""The report stage: the run folder's summary.json and summary.md, and the short printed summary.
+
+It runs on every run, also when every other stage was skipped, and reads only the stage summaries (which never
+hold keys), so nothing it writes or prints can leak a fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from oml_exp.store import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
+    summary = {
+        "model": cfg.model.path,
+        "strategy": cfg.strategy.name if not cfg.fingerprints.file else "file",
+        "fingerprints": cfg.fingerprints.num,
+        "headline": headline(results),
+        "stages": {name: {"folder": str(r.folder), "hash": r.folder.name, "skipped": r.skipped,
+                          "seconds": round(r.seconds, 2), "summary": r.summary} for name, r in results.items()},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if "report" in cfg.stages:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "summary.json", summary)
+        write_text(run_dir / "summary.md", markdown(summary))
+        log.info("run summary written to %s", run_dir / "summary.md")
+    print(text(summary))
+    return summary
+
+
+def headline(results: dict) -> dict:
+    """The few numbers a user looks for first: recall, utility before and after, drift."""
+    out = {}
+    check = results.get("check")
+    if check is not None:
+        out["success_rate"] = check.summary.get("success_rate")
+        out["token_accuracy"] = check.summary.get("token_accuracy")
+    evaluation = results.get("evaluate") or results.get("evaluate_base")
+    if evaluation is not None:
+        for name in ("tasks", "drift", "retention", "note"):
+            if name in evaluation.summary:
+                out[name] = evaluation.summary[name]
+    finetune = results.get("finetune")
+    if finetune is not None:
+        out["train_steps"] = finetune.summary.get("steps")
+    return out
+
+
+def _rows(summary: dict) -> list[tuple[str, str]]:
+    h = summary["headline"]
+    rows = [("model", summary["model"]), ("fingerprints", f"{summary['fingerprints']} ({summary['strategy']})")]
+    if h.get("success_rate") is not None:
+        rows.append(("fingerprint success", f"{h['success_rate']:.1%} exact, {h.get('token_accuracy') or 0:.1%} per token"))
+    for task, t in (h.get("tasks") or {}).items():
+        value = f"base {_pct(t.get('base'))}"
+        if t.get("model") is not None:
+            value += f" -> fingerprinted {_pct(t.get('model'))}"
+        if t.get("retention") is not None:
+            lo, hi = t.get("retention_ci") or (None, None)
+            value += f" (retention {t['retention']:.3f}" + (f", 95% CI {lo:.3f}-{hi:.3f})" if lo is not None else ")")
+        rows.append((f"utility {task} {t.get('metric', '')}".strip(), value))
+    if h.get("drift"):
+        d = h["drift"]
+        rows.append(("drift vs base", f"top-1 agreement {d.get('top1_agreement', float('nan')):.3f}, "
+                                      f"KL {d.get('kl', float('nan')):.4f} nats/token"))
+    if h.get("note"):
+        rows.append(("note", h["note"]))
+    rows.append(("stages", ", ".join(f"{n}{' (cached)' if s['skipped'] else ''}"
+                                     for n, s in summary["stages"].items())))
+    return rows
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def text(summary: dict) -> str:
+    rows = _rows(summary)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["== oml-exp summary =="] + [f"{k.ljust(width)}  {v}" for k, v in rows])
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# oml-exp run summary", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _rows(summary)]
+    lines += ["", "Stage outputs (content-addressed store):", ""]
+    lines += [f"- {n}: `{s['folder']}`{' (reused)' if s['skipped'] else ''}" for n, s in summary["stages"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""The content-addressed stage store and the file rules every stage follows.
+
+A stage's output lives in `<store>/<stage>/<hash>/`, where the hash covers exactly the config and inputs that affect
+it. A folder is built under a temporary name and renamed into place under a lock, so a folder that exists is
+complete: a killed stage leaves only a temporary folder, and two sweep jobs sharing a stage wait for each other
+instead of colliding. Anything that holds fingerprint keys is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock
+
+
+def cache_root() -> Path:
+    """Where converted and generated models live: outside the repo, shared by every checkout on the machine."""
+    return Path(os.environ.get("OML_EXP_CACHE", Path.home() / ".cache" / "oml_exp")).expanduser()
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """A stable hash of a JSON-able object (key order does not matter)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, force: bool = False) -> Iterator[Path | None]:
+    """Yield a temporary folder to fill, renamed to `out` on success; yield None when `out` is already complete.
+
+    With `force`, a complete `out` is rebuilt and replaced only once the new one is complete.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if out.exists() and not force:
+            yield None
+            return
+        tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if out.exists():
+            old = out.parent / f".old-{out.name}-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+
+
+def write_json(path: Path, obj: Any, secret: bool = False) -> None:
+    """Write JSON via a temporary file and a rename; `secret` files (they hold keys) get mode 0600 from birth."""
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", secret)
+
+
+def write_jsonl(path: Path, rows: list[dict], secret: bool = False) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), secret)
+
+
+def write_text(path: Path, text: str, secret: bool = False) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600 if secret else 0o644)  # umask may have narrowed the public mode
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)

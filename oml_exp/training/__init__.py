@@ -1,0 +1,1 @@
+"""Fine-tuning fingerprints into a model."""

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from oml_exp import config
+from tests.conftest import CONF, ROOT
+
+
+def test_default_config_composes_and_validates(make_cfg):
+    cfg = make_cfg()
+    typed = config.validate(cfg)
+    assert typed.model.path == "embedded:smollm2-135m-instruct"
+    assert typed.strategy.name == "perinucleus"
+    assert list(typed.stages) == list(config.STAGES)
+
+
+def test_every_config_file_composes(make_cfg):
+    for group in ("model", "strategy", "regularizer", "augmentation", "engine", "eval", "logger", "experiment"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            config.validate(make_cfg(f"{group}={path.stem}"))
+
+
+def test_misspelled_key_fails_at_composition(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="nmu"):
+        make_cfg("fingerprints.nmu=3")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("fingerprints.num=0", "fingerprints.num"),
+    ("strategy.threshold=1.5", "strategy.threshold"),
+    ("stages=[generate,fintune]", "stages"),
+    ("fingerprints.pool_size=4", "pool_size"),
+])
+def test_bad_values_name_the_key(make_cfg, override, key):
+    with pytest.raises(config.ConfigError, match=key):
+        config.validate(make_cfg(override))
+
+
+def test_cli_prints_config_and_rejects_typos(tmp_path):
+    cli = [sys.executable, "-m", "oml_exp", f"paths.output_dir={tmp_path}"]
+    shown = subprocess.run(cli + ["--cfg", "job"], capture_output=True, text=True, cwd=ROOT)
+    assert shown.returncode == 0 and "key_length: 16" in shown.stdout
+    typo = subprocess.run(cli + ["model=smollm3"], capture_output=True, text=True, cwd=ROOT)
+    assert typo.returncode != 0 and "Could not find 'model/smollm3'" in typo.stderr
+    bad = subprocess.run(cli + ["fingerprints.num=-1"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "oml-exp: error: fingerprints.num must be >= 1, got -1"
