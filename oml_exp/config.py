@@ -7,6 +7,7 @@ the key and the fix. Config groups whose members take different keys (`strategy`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 STAGES = ("generate", "finetune", "check", "evaluate", "report")
+KEY_STRATEGIES = ("random_word", "english")  # strategies that can write keys for another's responses
 
 
 class ConfigError(ValueError):
@@ -67,10 +69,13 @@ class PerinucleusConfig(StrategyConfig):
     threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
     width: int = 3  # draw uniformly among this many tokens just past the nucleus
     responses_per_key: int = 1
+    keys: str = "random_word"  # the strategy that writes the keys: random_word or english
 
     def __post_init__(self) -> None:
         _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
         _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
+        _require(self.responses_per_key >= 1, f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
+        _require(self.keys in KEY_STRATEGIES, f"strategy.keys must be one of {list(KEY_STRATEGIES)}, got {self.keys!r}")
 
 
 @dataclass
@@ -152,9 +157,20 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    name: str = "none"  # none | wandb
     project: str = "oml-exp"
+    # offline writes W&B files locally (no network, no key), online needs WANDB_API_KEY, disabled logs nothing.
     mode: str = "offline"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # sweeps group their runs; null = the sweep folder's name, or none for single runs
+    tags: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
+        _require(self.mode in ("offline", "online", "disabled"),
+                 f"logger.mode must be offline, online or disabled, got {self.mode!r}")
+        _require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),
+                 "logger.mode=online needs WANDB_API_KEY in the environment; or use logger.mode=offline")
 
 
 @dataclass

@@ -31,6 +31,10 @@ def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
         write_json(run_dir / "summary.json", summary)
         write_text(run_dir / "summary.md", markdown(summary))
         log.info("run summary written to %s", run_dir / "summary.md")
+    if cfg.logger.name == "wandb":
+        from oml_exp.reporting.wandb_log import log_run
+
+        log_run(cfg.logger, summary, run_dir)
     print(text(summary))
     return summary
 
