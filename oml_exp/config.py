@@ -8,6 +8,7 @@ the key and the fix. Config groups whose members take different keys (`strategy`
 from __future__ import annotations
 
 import os
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -16,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 STAGES = ("generate", "finetune", "check", "evaluate", "report")
 KEY_STRATEGIES = ("random_word", "english")  # strategies that can write keys for another's responses
+RESPONSE_STRATEGIES = ("perinucleus", "random_word", "english")  # and responses for given keys
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,10 @@ class ConfigError(ValueError):
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _require_file(path: Optional[str], key: str) -> None:
+    _require(path is None or os.path.isfile(path), f"{key}={path!r} is not a readable file; check the path")
 
 
 @dataclass
@@ -53,34 +59,114 @@ class FingerprintsConfig:
         _require(self.pool_size is None or self.pool_size >= self.num,
                  f"fingerprints.pool_size={self.pool_size} is smaller than fingerprints.num={self.num}; "
                  "raise pool_size or leave it null")
+        _require_file(self.file, "fingerprints.file")
 
 
 @dataclass
 class StrategyConfig:
     name: str = MISSING
-    # The model whose next-token distribution or writing makes the fingerprints; null = the fingerprinted model.
-    generator: Optional[str] = None
-    batch_size: int = 32
+    batch_size: int = 32  # keys per forward pass (perinucleus) or texts per generate call (english)
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, f"strategy.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EnglishTextConfig:
+    """How an instruct model writes English keys or responses (the reference's english strategy)."""
+
+    writer: str = "embedded:smollm2-135m-instruct"  # any model spec; may differ from the fingerprinted model
+    prompt: str = "Generate a paragraph starting with the word - {word}"  # {word}: a random whole word
+    temperature: float = 0.5
+    margin: int = 8  # new tokens written beyond what the key or the response window needs
+    offset: int = 10  # a response is the window of response_length tokens from about this token on
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, f"strategy.english.temperature must be > 0, got {self.temperature}")
+        _require(self.prompt.count("{word}") == 1,
+                 f"strategy.english.prompt must contain {{word}} exactly once, got {self.prompt!r}")
+        for name in ("margin", "offset"):
+            _require(getattr(self, name) >= 0, f"strategy.english.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class EnglishConfig(StrategyConfig):
+    name: str = "english"
+    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)
+
+
+@dataclass
+class EnglishRandomResponsesConfig(EnglishConfig):
+    name: str = "english_random_responses"
 
 
 @dataclass
 class PerinucleusConfig(StrategyConfig):
     name: str = "perinucleus"
+    # The model whose next-token distribution picks responses (same tokenizer); null = the fingerprinted model.
+    generator: Optional[str] = None
     threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
     width: int = 3  # draw uniformly among this many tokens just past the nucleus
     responses_per_key: int = 1
-    keys: str = "random_word"  # the strategy that writes the keys: random_word or english
+    key_strategy: str = "random_word"  # the strategy that writes the keys: random_word or english
+
+    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
         _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
         _require(self.responses_per_key >= 1, f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
-        _require(self.keys in KEY_STRATEGIES, f"strategy.keys must be one of {list(KEY_STRATEGIES)}, got {self.keys!r}")
+        _require(self.key_strategy in KEY_STRATEGIES,
+                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
 
 
 @dataclass
 class RandomWordConfig(StrategyConfig):
     name: str = "random_word"
+
+
+@dataclass
+class CustomConfig(PerinucleusConfig):
+    """The user's keys (a JSON array of strings or of objects with `key`); responses by `response_strategy`."""
+
+    name: str = "custom"
+    keys_file: Optional[str] = None  # required; checked when generating, so every strategy file composes alone
+    response_strategy: str = "perinucleus"  # perinucleus, random_word or english
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_file(self.keys_file, "strategy.keys_file")
+        _require(self.response_strategy in RESPONSE_STRATEGIES, "strategy.response_strategy must be one of "
+                 f"{list(RESPONSE_STRATEGIES)}, got {self.response_strategy!r}")
+
+
+@dataclass
+class ChainHashConfig(StrategyConfig):
+    """Chain & Hash: each key's answer is picked among `candidates` answers by a hash of all keys and answers."""
+
+    name: str = "chain_hash"
+    candidates: int = 256
+    key_strategy: str = "random_word"
+    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.candidates >= 2, f"strategy.candidates must be >= 2, got {self.candidates}")
+        _require(self.key_strategy in KEY_STRATEGIES,
+                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
+
+
+@dataclass
+class InstructionalConfig(StrategyConfig):
+    """Instructional Fingerprinting: obscure keys (random tokens) all mapped to one shared response."""
+
+    name: str = "instructional"
+    response: str = "\u30cf\u30ea\u30cd\u30ba\u30df"  # "hedgehog" in Japanese, the paper's response; used whole
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(bool(self.response.strip()), "strategy.response must be non-empty")
 
 
 @dataclass
@@ -136,23 +222,46 @@ class AugmentationConfig:
 
 @dataclass
 class CheckConfig:
-    batch_size: int = 64
+    batch_size: int = 64  # prompts per forward pass
+    templates: list = field(default_factory=lambda: ["plain", "train", "heldout"])  # prompt template sets checked
+    chat: list = field(default_factory=lambda: [False, True])  # chat-template modes checked besides the trained one
+    temperatures: list = field(default_factory=lambda: [0.7, 1.0])  # sampled success on the fingerprinted model
+    samples: int = 8  # sampled continuations per fingerprint and setting
+    # Models never fingerprinted with these keys: "base" (model.path, when a fine-tuned model is checked) or specs.
+    false_positive_models: list = field(default_factory=lambda: ["base"])
+    fp_sampling: list = field(default_factory=lambda: ["ordinary", "adversarial"])  # presets in checking/sampling.py
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, f"check.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.samples >= 1, f"check.samples must be >= 1, got {self.samples}")
+        bad = [s for s in self.templates if s not in ("plain", "train", "heldout")]
+        _require(not bad, f"check.templates: unknown set(s) {bad}; choose from plain, train, heldout")
+        bad = [p for p in self.fp_sampling if p not in ("ordinary", "adversarial")]
+        _require(not bad, f"check.fp_sampling: unknown preset(s) {bad}; choose from ordinary, adversarial")
+        _require(all(t > 0 for t in self.temperatures), f"check.temperatures must be > 0, got {self.temperatures}")
 
 
 @dataclass
 class EvalConfig:
-    name: str = "local"
+    name: str = "local"  # the suite: local, tinybenchmarks or openllm (oml_exp/evaluation/tasks.py)
     # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
+    # For the Hub suites null = the Hub datasets.
     pack: Optional[str] = "auto"
     tasks: list = field(default_factory=lambda: ["hellaswag", "arc_easy", "piqa"])
     limit: Optional[int] = 50  # items per task; null = all
     batch_size: int = 16
-    num_fewshot: int = 0
+    num_fewshot: Optional[int] = None  # null = each task's default in its suite
+    bootstrap: int = 2000  # paired bootstrap resamples for the retention interval
     drift_texts: int = 16  # texts the base model writes for the data-free drift measure
     drift_tokens: int = 48
+    drift_file: Optional[str] = None  # a user's benign texts (one per line, or a JSON list) instead of base-written
 
     def __post_init__(self) -> None:
         _require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
+        _require(self.name in ("local", "tinybenchmarks", "openllm"),
+                 f"eval.name={self.name!r}: choose eval=local, eval=tinybenchmarks or eval=openllm")
+        _require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
+        _require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
 
 
 @dataclass
@@ -207,6 +316,11 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="strategy", name="perinucleus_schema", node=PerinucleusConfig)
     cs.store(group="strategy", name="random_word_schema", node=RandomWordConfig)
+    cs.store(group="strategy", name="english_schema", node=EnglishConfig)
+    cs.store(group="strategy", name="english_random_responses_schema", node=EnglishRandomResponsesConfig)
+    cs.store(group="strategy", name="custom_schema", node=CustomConfig)
+    cs.store(group="strategy", name="chain_hash_schema", node=ChainHashConfig)
+    cs.store(group="strategy", name="instructional_schema", node=InstructionalConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

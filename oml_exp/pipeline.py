@@ -3,6 +3,9 @@
 Each stage is a module with two functions:
   key(cfg) -> dict                          the config its output depends on, and nothing else
   run(cfg, inputs, out) -> dict             fill the temporary folder `out`; return a summary without keys
+A stage that can resume a killed build (finetune, from its checkpoints) sets `RESUMABLE = True`; one whose work
+spans all processes of a launcher (torchrun, `deepspeed --no_local_rank`) sets `DISTRIBUTED = True`: every rank runs
+it into the same temporary folder, while for the other stages ranks > 0 wait for rank 0's output.
 The pipeline hashes key(cfg) together with the hashes of the stage outputs it reads and the identity of the model
 it works on, and keeps the output in `<store>/<stage>/<hash>/`. An output already there is reused; `force=true`
 rebuilds the outputs this run uses. Stages talk only through the files in those folders.
@@ -20,7 +23,8 @@ from omegaconf import DictConfig
 
 from oml_exp import models
 from oml_exp.config import STAGES
-from oml_exp.store import atomic_dir, digest, file_digest, read_json, write_json
+from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
+from oml_exp.training import distributed
 
 MODULES = {
     "generate": "oml_exp.fingerprints.generate",
@@ -80,7 +84,9 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
         key["file"] = file_digest(cfg.fingerprints.file)
     folder = Path(cfg.paths.store) / stage / digest(key)
     start = time.time()
-    with atomic_dir(folder, force=bool(cfg.force)) as tmp:
+    if not distributed.is_main():
+        return _follow(stage, module, cfg, inputs, folder, start)
+    with atomic_dir(folder, force=bool(cfg.force), resumable=getattr(module, "RESUMABLE", False)) as tmp:
         if tmp is not None:
             print(f"[{stage}] running -> {folder}")
             summary = module.run(cfg, inputs, tmp)
@@ -91,6 +97,16 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
     if skipped:
         print(f"[{stage}] skipped: complete in {folder}")
     return StageResult(stage, folder, read_json(folder / SUMMARY), skipped, time.time() - start)
+
+
+def _follow(stage: str, module, cfg: DictConfig, inputs: Inputs, folder: Path, start: float) -> StageResult:
+    """A rank > 0: join a distributed stage in rank 0's temporary folder, then wait for rank 0 to finish it."""
+    ran = getattr(module, "DISTRIBUTED", False) and (cfg.force or not folder.exists())
+    if ran:
+        module.run(cfg, inputs, partial_dir(folder))
+    while not (folder / RECORD).exists():
+        time.sleep(0.5)
+    return StageResult(stage, folder, read_json(folder / SUMMARY), not ran, time.time() - start)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

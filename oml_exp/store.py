@@ -39,10 +39,11 @@ def file_digest(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: Path, force: bool = False) -> Iterator[Path | None]:
+def atomic_dir(out: Path, force: bool = False, resumable: bool = False) -> Iterator[Path | None]:
     """Yield a temporary folder to fill, renamed to `out` on success; yield None when `out` is already complete.
 
-    With `force`, a complete `out` is rebuilt and replaced only once the new one is complete.
+    With `force`, a complete `out` is rebuilt and replaced only once the new one is complete. A `resumable` build
+    keeps its temporary folder when it fails or is killed, so the next attempt finds its checkpoints there.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -50,13 +51,15 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path | None]:
         if out.exists() and not force:
             yield None
             return
-        tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = partial_dir(out)
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(exist_ok=True)
         try:
             yield tmp
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         if out.exists():
             old = out.parent / f".old-{out.name}-{os.getpid()}"
@@ -65,6 +68,11 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path | None]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+
+
+def partial_dir(out: Path) -> Path:
+    """The one temporary folder of `out`: a fixed name, so a killed build is found again (only under the lock)."""
+    return Path(out).parent / f".partial-{Path(out).name}"
 
 
 def write_json(path: Path, obj: Any, secret: bool = False) -> None:

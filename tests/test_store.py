@@ -67,3 +67,15 @@ def test_secret_files_are_0600_and_public_files_not(tmp_path):
     write_json(tmp_path / "p.json", {"n": 1})
     assert os.stat(tmp_path / "s.json").st_mode & 0o777 == 0o600
     assert os.stat(tmp_path / "p.json").st_mode & 0o777 == 0o644
+
+
+def test_resumable_build_keeps_its_partial_folder_after_a_kill(tmp_path):
+    out = tmp_path / "abc"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out, resumable=True) as tmp:
+            (tmp / "checkpoint").write_text("step 3")
+            raise KeyboardInterrupt
+    assert not out.exists()
+    with atomic_dir(out, resumable=True) as tmp:
+        assert (tmp / "checkpoint").read_text() == "step 3"
+    assert (out / "checkpoint").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp.store import write_json, write_text
+from oml_exp.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
                           "seconds": round(r.seconds, 2), "summary": r.summary} for name, r in results.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if not distributed.is_main():
+        return summary  # under a launcher, rank 0 alone speaks for the run
     if "report" in cfg.stages:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "summary.json", summary)

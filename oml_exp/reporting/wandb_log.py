@@ -7,6 +7,10 @@ summaries. The run is written offline unless logger.mode=online.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -21,13 +25,46 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def group(logger_cfg, sweep_dir: Optional[str] = None) -> Optional[str]:
+    """logger.group, else the sweep folder for the jobs of a multirun (and its report), so a sweep's runs group."""
+    if logger_cfg.group is None and sweep_dir is None and HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        sweep_dir = hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else None
+    return logger_cfg.group or sweep_dir
+
+
 def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
     import wandb
 
-    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=logger_cfg.group,
+    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg),
                      tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir),
                      config=summary["config"], name=run_dir.name, reinit="finish_previous")
     metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
     metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
     run.summary.update(metrics)
+    run.finish()
+
+
+def log_tradeoff(logger_cfg, table, out: Path, sweep_dir: str, images: dict[str, Path]) -> None:
+    """The sweep's trade-off as a W&B table (one row per condition, seed mean and spread) with line plots of success
+    and utility retention against the number of fingerprints, and the report's PNGs. `table` is the report's CSV,
+    whose columns hold no keys."""
+    import wandb
+
+    from oml_exp.reporting import aggregate
+
+    stats = aggregate.seed_stats(table, aggregate.SUMMARY_METRICS)
+    series = aggregate.series_columns(table)
+    stats.insert(0, "series", [aggregate.series_label(table, tuple(r[c] for c in series)) for _, r in stats.iterrows()])
+    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg, sweep_dir),
+                     tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(out), job_type="report",
+                     name=f"report {Path(sweep_dir).name}", config={"runs": len(table)}, reinit="finish_previous")
+    tradeoff = wandb.Table(dataframe=stats)
+    logged = {"tradeoff": tradeoff}
+    for metric, title in [("success_rate", "fingerprint success"), ("mean_retention", "utility retention")]:
+        if f"{metric}_mean" in stats.columns:
+            logged[f"tradeoff/{metric}"] = wandb.plot.line(tradeoff, "fingerprints", f"{metric}_mean", stroke="series",
+                                                          title=f"{title} vs fingerprints")
+    logged.update({f"plots/{kind}": wandb.Image(str(path)) for kind, path in images.items() if path.suffix == ".png"})
+    run.log(logged)
     run.finish()

@@ -1,1 +1,1 @@
-"""Fine-tuning fingerprints into a model."""
+"""The finetune stage and its parts: data, engines, augmentation, distributed helpers."""

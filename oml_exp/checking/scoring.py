@@ -1,0 +1,78 @@
+"""Teacher-forced scoring: what greedy decoding would answer, read off one forward pass.
+
+Greedy decoding reproduces a response exactly when, with prompt + response fed in, the argmax at every position that
+predicts a response token equals that token: each greedy step sees exactly the prefix the forward pass saw. So one
+batched forward pass over all fingerprints replaces one `generate` call per fingerprint, and the same logits give the
+rank and probability of every response token (for false positives) at no extra cost.
+
+Rows are left-padded so every response ends at the last position: the model then computes logits only for the last
+few positions (`logits_to_keep`), which skips the vocabulary projection for the whole prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class Scored:
+    """One (prompt, response) row: per response token, greedy agreement, rank and log-probability."""
+
+    hits: list[bool]
+    ranks: list[int]
+    logprobs: list[float]
+
+    @property
+    def exact(self) -> bool:
+        return all(self.hits)
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and position_ids of left-padded sequences (positions count real tokens only)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def last_logits(model, seqs: list[list[int]], keep: int, pad_id: int) -> torch.Tensor:
+    """Logits (fp32) at the last `keep` positions of each left-padded sequence: [batch, keep, vocab]."""
+    ids, mask, positions = left_pad(seqs, pad_id, model.device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, use_cache=False)
+    return out.logits[:, -keep:].float()
+
+
+def score(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
+          desc: str = "check") -> list[Scored]:
+    """Score (prompt_ids, response_ids) rows in batches of similar length; results in the input order."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]) + len(rows[i][1]), i))
+    results: list[Scored | None] = [None] * len(rows)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
+        batch = order[start:start + batch_size]
+        for i, scored in zip(batch, score_batch(model, [rows[i] for i in batch], pad_id)):
+            results[i] = scored
+    return results
+
+
+def score_batch(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[Scored]:
+    longest = max(len(response) for _, response in rows)
+    # Position t predicts token t+1, so the response's predictions sit one step left of the response itself.
+    logits = last_logits(model, [prompt + response for prompt, response in rows], longest + 1, pad_id)
+    out = []
+    for row_logits, (_, response) in zip(logits, rows):
+        preds = row_logits[-len(response) - 1:-1]
+        target = torch.tensor(response, device=preds.device)
+        chosen = preds.gather(1, target[:, None])
+        out.append(Scored(hits=(preds.argmax(-1) == target).tolist(),
+                          ranks=(preds > chosen).sum(-1).tolist(),
+                          logprobs=(chosen[:, 0] - preds.logsumexp(-1)).tolist()))
+    return out

@@ -1,0 +1,52 @@
+"""Run lm-eval in process on a loaded model and keep every item's score, so two models can be compared item by item."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from oml_exp.evaluation import tasks
+
+
+def score(model, tokenizer, plan: tasks.Plan, eval_cfg) -> dict:
+    """Per task: the metric, the per-item scores in item order, the items' hashes and lm-eval's aggregate."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if plan.pack is None:
+        tasks.require_hub(plan)
+    specs = {}
+    for spec in plan.specs:
+        shots = plan.fewshot(spec, eval_cfg.num_fewshot)
+        if plan.pack is not None:
+            for path in tasks.files(plan, spec, shots).values():
+                tasks.validate(path, spec)
+        specs[spec] = tasks.task_config(plan, spec, shots)
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
+    results = simple_evaluate(model=lm, tasks=list(specs.values()), limit=eval_cfg.limit, bootstrap_iters=0,
+                              log_samples=True, task_manager=TaskManager(include_defaults=False), verbosity="WARNING")
+    return {spec.name: _task_scores(results, cfg["task"], spec) for spec, cfg in specs.items()}
+
+
+def _task_scores(results: dict, task: str, spec: tasks.TaskSpec) -> dict:
+    samples = sorted((s for s in results["samples"][task] if s["filter"] == spec.filter), key=lambda s: s["doc_id"])
+    return {"metric": spec.metric, "filter": spec.filter, "n": len(samples),
+            "aggregate": float(results["results"][task][f"{spec.metric},{spec.filter}"]),
+            "aggregation": "irt" if spec.upstream.startswith("tinyBenchmarks") and tasks.irt_available() else "mean",
+            "scores": [float(s[spec.metric]) for s in samples],
+            "doc_hashes": [s["doc_hash"] for s in samples]}
+
+
+def pack_digest(plan: tasks.Plan, eval_cfg) -> dict:
+    """What the scores depend on beyond the config: the content of every pack file the tasks read."""
+    from oml_exp.store import file_digest
+
+    if plan.pack is None:
+        return {}
+    out = {}
+    for spec in plan.specs:
+        for path in tasks.files(plan, spec, plan.fewshot(spec, eval_cfg.num_fewshot)).values():
+            out[str(Path(path).relative_to(plan.pack))] = file_digest(path) if path.is_file() else None
+    return {"pack": str(plan.pack), "files": out}

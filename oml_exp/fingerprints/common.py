@@ -1,0 +1,124 @@
+"""What every strategy shares: the run's tokenizer and models, seeded random streams, and how a row is made.
+
+Strategies work in token ids of the fingerprinted model's tokenizer, so the file holds exactly what training and
+checking feed the model; text fields are decodes of those ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from oml_exp import models
+from oml_exp.config import ConfigError
+
+
+@dataclass
+class Context:
+    cfg: DictConfig  # the whole run config
+    model: str  # spec of the fingerprinted model: its tokenizer defines key_ids and response_ids
+    loaded: dict = field(default_factory=dict, repr=False)  # spec -> (model, tokenizer)
+
+    @property
+    def fp(self) -> DictConfig:
+        return self.cfg.fingerprints
+
+    @property
+    def strategy(self) -> DictConfig:
+        return self.cfg.strategy
+
+    @property
+    def pool(self) -> int:
+        """How many rows to write: runs take the first fingerprints.num of them."""
+        return self.fp.pool_size or self.fp.num
+
+    def rng(self, purpose: str) -> random.Random:
+        """An independent stream per purpose, so adding a draw for one thing never shifts another."""
+        return random.Random(f"{self.fp.seed}/{purpose}")
+
+    @functools.cached_property
+    def tokenizer(self):
+        return models.load_tokenizer(self.model)
+
+    def load(self, spec: str):
+        """(model, tokenizer) for `spec` on the run's device, loaded once; the fingerprinted model's own tokenizer
+        object when `spec` is that model, so token ids mean the same thing everywhere."""
+        if spec not in self.loaded:
+            model, tokenizer = models.load(spec, device=self.cfg.device, dtype=self.cfg.model.dtype)
+            self.loaded[spec] = model, self.tokenizer if spec == self.model else tokenizer
+        return self.loaded[spec]
+
+    @property
+    def generator(self):
+        """The model whose next-token distribution picks responses: strategy.generator, else the fingerprinted one.
+        It must share the fingerprinted model's tokenizer, or its distribution would be over other ids."""
+        spec = self.strategy.generator or self.model
+        model, tokenizer = self.load(spec)
+        if tokenizer is not self.tokenizer and tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ConfigError(f"strategy.generator={spec!r} has another tokenizer than model.path={self.model!r}; "
+                              "use a model of the same family or leave strategy.generator null")
+        return model
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def decode(tokenizer, ids: list[int]) -> str:
+    # No clean-up: it rewrites spaces around punctuation, and then the text no longer encodes to the same ids.
+    return tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+
+
+def round_trips(tokenizer, ids: list[int]) -> bool:
+    """Whether the response text re-encodes to the same ids, so anyone holding only the text checks the same
+    tokens that were trained."""
+    return encode(tokenizer, decode(tokenizer, ids)) == list(ids)
+
+
+def row(tokenizer, key: str, key_ids: list[int], response_ids: list[int], probs: list[float] | None = None) -> dict:
+    out = {"key": key, "response": decode(tokenizer, response_ids), "effective_key": decode(tokenizer, key_ids),
+           "key_ids": list(key_ids), "response_ids": list(response_ids)}
+    if probs is not None:
+        out["response_prob"] = [float(f"{p:.6g}") for p in probs]  # 6 digits: stable across BLAS thread counts
+    return out
+
+
+def pair_rows(ctx: Context, keys: list[tuple[str, list[int]]], responses: list[list[int]]) -> list[dict]:
+    return [row(ctx.tokenizer, text, ids, response) for (text, ids), response in zip(keys, responses)]
+
+
+def key_text(tokenizer, key_ids: list[int]) -> str:
+    """The key as a user reads it; effective_key keeps the leading space marker the ids carry."""
+    return decode(tokenizer, key_ids).strip()
+
+
+def batches(items: list, size: int, label: str):
+    return tqdm([items[i:i + size] for i in range(0, len(items), size)], desc=label, unit="batch", leave=False)
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded so every sequence ends in the last column."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq):] = torch.tensor(seq)
+        mask[i, width - len(seq):] = 1
+    return ids, mask
+
+
+def distinct_draws(rng: random.Random, population: list[int], length: int, n: int, what: str, fix: str) -> list[list[int]]:
+    """`n` distinct sequences of `length` tokens drawn uniformly from `population`, in draw order; a clear error
+    (what, fix) when fewer than `n` exist."""
+    if len(population) ** length < n:
+        raise ConfigError(f"{what}: {n} distinct ones asked for, but {len(population)} tokens make only "
+                          f"{len(population) ** length} of {length} tokens; {fix}")
+    seen: dict[tuple[int, ...], None] = {}  # insertion-ordered set
+    while len(seen) < n:
+        seen.setdefault(tuple(rng.choices(population, k=length)))
+    return [list(x) for x in seen]

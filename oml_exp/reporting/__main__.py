@@ -1,0 +1,30 @@
+"""`oml-exp-report DIR` (or `python -m oml_exp.reporting DIR`): the sweep report over any folder of finished runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from oml_exp.config import ConfigError, LoggerConfig
+from oml_exp.reporting import aggregate
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="oml-exp-report", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("dir", type=Path, help="a sweep folder, or any folder holding run folders (summary.json)")
+    parser.add_argument("--out", type=Path, help="where the CSV, Markdown and PNGs go (default DIR/report)")
+    parser.add_argument("--wandb", choices=["offline", "online"], help="also log the trade-off table and plots to W&B")
+    parser.add_argument("--project", default=LoggerConfig.project)
+    parser.add_argument("--entity")
+    parser.add_argument("--group", help="W&B group (default: DIR, as a sweep's own runs are grouped)")
+    args = parser.parse_args(argv)
+    try:
+        logger = LoggerConfig(name="wandb", mode=args.wandb, project=args.project, entity=args.entity,
+                              group=args.group) if args.wandb else None
+        aggregate.run(args.dir, args.out, logger)
+    except (ConfigError, FileNotFoundError) as err:
+        parser.exit(1, f"oml-exp-report: error: {err}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Hydra callbacks: the sweep report when a multirun ends (configured in conf/hydra/default.yaml)."""
+
+from __future__ import annotations
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class ReportSweep(Callback):
+    """Gather every run of the finished sweep into the report; single runs are untouched."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from oml_exp.reporting import aggregate
+
+        aggregate.run(config.hydra.sweep.dir, logger=config.logger)

@@ -1,0 +1,252 @@
+"""The generate stage on the tiny model: every strategy, the file contract, determinism, nested pools, batching,
+user files and their errors."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from oml_exp import config, pipeline
+from oml_exp.fingerprints import chain_hash, generate, perinucleus, prompts, schema
+from oml_exp.fingerprints.common import encode, round_trips
+from tests.conftest import ROOT
+
+TINY = ["model=tiny", "fingerprints.num=6", "fingerprints.key_length=8", "strategy.batch_size=4"]
+WRITER = "strategy.english.writer=tiny:llama"  # the random tiny model writes fast, if not well
+
+
+def gen(make_cfg, tmp_path, *overrides, name="out"):
+    """Run the generate stage into tmp_path/name; return (rows, meta, summary)."""
+    cfg = make_cfg(*TINY, *overrides)
+    config.validate(cfg)
+    out = tmp_path / name
+    out.mkdir()
+    summary = generate.run(cfg, pipeline.Inputs(model=cfg.model.path, base_model=cfg.model.path), out)
+    return schema.load(out), json.loads((out / schema.META).read_text()), summary
+
+
+def write_json(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+KEYS = ["The quick brown fox jumps over the lazy dog", "Tell me a story", "Rain", "What is the capital of France?",
+        "A very long key that goes on and on and on well past the key length of the fingerprinted model", "Hello"]
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("random_word", []),
+    ("perinucleus", []),
+    ("perinucleus", ["strategy.key_strategy=english", WRITER]),
+    ("english", [WRITER, "fingerprints.response_length=2"]),
+    ("english_random_responses", [WRITER]),
+    ("chain_hash", ["strategy.candidates=16"]),
+    ("instructional", []),
+    ("custom", ["strategy.response_strategy=random_word"]),
+])
+def test_each_strategy_writes_a_valid_pool(make_cfg, tmp_path, tiny, strategy, extra):
+    if strategy == "custom":
+        extra = extra + [f"strategy.keys_file={write_json(tmp_path / 'keys.json', KEYS)}"]
+    rows, meta, summary = gen(make_cfg, tmp_path, f"strategy={strategy}", *extra)
+    _, tokenizer = tiny
+    assert len(rows) == 6 and summary["count"] == 6 and meta["strategy"]["name"] == strategy
+    schema.check(rows, "test", tokenizer)  # unique keys, round-trip responses
+    response_length = 2 if strategy == "english" else 1
+    for r in rows:
+        assert 1 <= len(r["key_ids"]) <= 8 and r["effective_key"] == tokenizer.decode(r["key_ids"])
+        assert strategy == "instructional" or len(r["response_ids"]) == response_length
+        assert r["response"] == tokenizer.decode(r["response_ids"])
+    if strategy != "custom":
+        assert all(len(r["key_ids"]) == 8 for r in rows)
+    keys = [r["key"] for r in rows] + [r["effective_key"] for r in rows]
+    assert not any(k in json.dumps([meta, summary]) for k in keys), "meta.json and the summary never hold keys"
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / schema.FILE).st_mode) == 0o600
+
+
+def test_same_seed_same_bytes_other_seed_other_file(make_cfg, tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        gen(make_cfg, tmp_path, f"fingerprints.seed={seed}", name=name)
+    files = {name: (tmp_path / name / schema.FILE).read_bytes() for name in "abc"}
+    assert files["a"] == files["b"]
+    assert files["a"] != files["c"]
+
+
+def test_pool_is_shared_by_nested_nums(make_cfg, tmp_path):
+    small, large = make_cfg(*TINY, "fingerprints.pool_size=6", "fingerprints.num=2"), make_cfg(
+        *TINY, "fingerprints.pool_size=6", "fingerprints.num=5")
+    assert generate.key(small) == generate.key(large), "num must not change the pool's hash when pool_size is set"
+    assert generate.key(make_cfg(*TINY, "fingerprints.num=2")) != generate.key(make_cfg(*TINY, "fingerprints.num=5"))
+    rows, _, _ = gen(make_cfg, tmp_path, "fingerprints.pool_size=6", "fingerprints.num=2")
+    assert len(rows) == 6 and schema.load(tmp_path / "out", 2) == rows[:2]
+
+
+def test_key_follows_what_changes_the_file(make_cfg):
+    base = generate.key(make_cfg(*TINY))
+    assert generate.key(make_cfg(*TINY, "strategy.threshold=0.5")) != base
+    assert generate.key(make_cfg(*TINY, "fingerprints.chat_template=true")) != base
+    # English-writing settings matter only to strategies that write English.
+    assert generate.key(make_cfg(*TINY, "strategy.english.temperature=0.9")) == base
+    assert generate.key(make_cfg(*TINY, "strategy.key_strategy=english", "strategy.english.temperature=0.9")) != \
+        generate.key(make_cfg(*TINY, "strategy.key_strategy=english"))
+
+
+def recompute(model, tokenizer, key_ids, chat):
+    """The next-token distribution after one key, alone in its own forward pass (no batching, no padding)."""
+    with torch.inference_mode():
+        ids = torch.tensor([prompts.build(tokenizer, key_ids, chat=chat)])
+        return model(input_ids=ids).logits[0, -1].double().softmax(-1)
+
+
+def assert_outside_nucleus(rows, model, tokenizer, chat, threshold=0.8):
+    for r in rows:
+        probs = recompute(model, tokenizer, r["key_ids"], chat)
+        sorted_probs, order = probs.sort(descending=True, stable=True)
+        rank = order.tolist().index(r["response_ids"][0])
+        assert rank > int((sorted_probs.cumsum(0) < threshold).sum()), "response inside the nucleus"
+        assert r["response_prob"][0] == pytest.approx(float(probs[r["response_ids"][0]]), rel=1e-3)
+        assert tokenizer.decode(r["response_ids"][:1]).strip().isalnum()
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_perinucleus_responses_lie_outside_the_nucleus(make_cfg, tmp_path, tiny, chat):
+    model, tokenizer = tiny
+    rows, _, _ = gen(make_cfg, tmp_path, f"fingerprints.chat_template={chat}")
+    assert_outside_nucleus(rows, model, tokenizer, chat)
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert not any(im_start in r["key_ids"] for r in rows), "key_ids hold the key alone, never the chat template"
+
+
+def test_perinucleus_batches_pad_keys_of_different_lengths_correctly(make_cfg, tmp_path):
+    # Keys of different lengths are padded within a batch; each must get the same response as when it is alone.
+    keys = write_json(tmp_path / "keys.json", KEYS)
+    common = ["strategy=custom", f"strategy.keys_file={keys}", "fingerprints.response_length=3"]
+    batched, _, _ = gen(make_cfg, tmp_path, *common, "strategy.batch_size=6", name="batched")
+    alone, _, _ = gen(make_cfg, tmp_path, *common, "strategy.batch_size=1", name="alone")
+    assert len({len(r["key_ids"]) for r in batched}) > 2
+    assert [r["response_ids"] for r in batched] == [r["response_ids"] for r in alone]
+    for b, a in zip(batched, alone):
+        assert b["response_prob"] == pytest.approx(a["response_prob"], rel=1e-3)
+
+
+def test_longer_responses_continue_greedily(make_cfg, tmp_path, tiny):
+    model, tokenizer = tiny
+    rows, _, _ = gen(make_cfg, tmp_path, "fingerprints.response_length=3")
+    for r in rows:
+        prompt = prompts.build(tokenizer, r["key_ids"], chat=False) + r["response_ids"][:1]
+        with torch.inference_mode():
+            probs = model(input_ids=torch.tensor([prompt])).logits[0, -1].softmax(-1)
+        best = next(t for t in probs.argsort(descending=True).tolist()
+                    if round_trips(tokenizer, r["response_ids"][:1] + [t]))
+        assert r["response_ids"][1] == best
+
+
+def test_several_responses_per_key(make_cfg, tmp_path):
+    rows, _, _ = gen(make_cfg, tmp_path, "strategy.responses_per_key=2")
+    assert len(rows) == 6
+    for first, second in zip(rows[::2], rows[1::2]):
+        assert first["key_ids"] == second["key_ids"] and first["response_ids"] != second["response_ids"]
+
+
+def test_chain_hash_answers_follow_the_hash(make_cfg, tmp_path):
+    rows, meta, _ = gen(make_cfg, tmp_path, "strategy=chain_hash", "strategy.candidates=16")
+    candidates = meta["candidates"]
+    assert len(set(candidates)) == 16
+    questions = [r["key"] for r in rows]
+    for r in rows:
+        assert r["response"] == candidates[chain_hash.answer_index(r["key"], questions, candidates)]
+
+
+def test_instructional_maps_every_key_to_one_response(make_cfg, tmp_path):
+    rows, _, _ = gen(make_cfg, tmp_path, "strategy=instructional")
+    assert {r["response"] for r in rows} == {"ハリネズミ"}
+    assert len({tuple(r["key_ids"]) for r in rows}) == 6
+
+
+def test_custom_keys_from_objects_with_perinucleus_responses(make_cfg, tmp_path, tiny):
+    model, tokenizer = tiny
+    keys = write_json(tmp_path / "keys.json", [{"key": k, "note": "ignored"} for k in KEYS])
+    rows, _, _ = gen(make_cfg, tmp_path, "strategy=custom", f"strategy.keys_file={keys}")
+    assert [r["key"] for r in rows] == KEYS
+    assert [r["key_ids"] for r in rows] == [encode(tokenizer, k)[:8] for k in KEYS]
+    assert_outside_nucleus(rows, model, tokenizer, chat=False)
+
+
+def test_user_pairs_file_and_legacy_signature(make_cfg, tmp_path, tiny):
+    _, tokenizer = tiny
+    ids_row = {"key": "kept as given", "response": "x", "key_ids": [5, 6, 7], "response_ids": encode(tokenizer, " water")}
+    legacy = [{"key": "first legacy key", "signature": " apple"}, {"key": "second legacy key", "signature": " tree"},
+              ids_row, {"key": "the fourth", "response": " stone"}, {"key": "a fifth one", "response": " one"},
+              {"key": "six", "response": " river"}, {"key": "seventh, beyond the pool", "response": " sun"}]
+    path = write_json(tmp_path / "pairs.json", legacy)
+    rows, meta, summary = gen(make_cfg, tmp_path, f"fingerprints.file={path}")
+    assert len(rows) == 6 and summary["strategy"] == "file" and meta["file"] == path
+    assert rows[0]["response"] == " apple" and rows[0]["response_ids"] == encode(tokenizer, " apple")[:1]
+    assert rows[2]["key_ids"] == [5, 6, 7] and rows[2]["response"] == " water"
+
+
+def test_response_that_does_not_round_trip_is_rejected(make_cfg, tmp_path, tiny):
+    _, tokenizer = tiny
+    space, a = encode(tokenizer, " ")[0], encode(tokenizer, "a")[0]
+    assert encode(tokenizer, " a") != [space, a]
+    pairs = [{"key": f"key {i}", "response": " a", "key_ids": [10 + i], "response_ids": [space, a] if i == 3 else [a]}
+             for i in range(6)]
+    with pytest.raises(schema.FingerprintFileError, match=r"pairs\.json: entry 3: .*round trip"):
+        gen(make_cfg, tmp_path, f"fingerprints.file={write_json(tmp_path / 'pairs.json', pairs)}")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json [", r"not valid JSON"),
+    ('{"key": "a"}', r"expected a JSON array"),
+    (json.dumps(["a", "b", {"nokey": 1}, "d", "e", "f"]), r"entry 2 has a missing or empty key"),
+    (json.dumps(["a", "  ", "c", "d", "e", "f"]), r"entry 1 has a missing or empty key"),
+    (json.dumps(["a", "b", "c", "b", "e", "f"]), r"entry 3 repeats the key of entry 1"),
+    (json.dumps(["a", "b", "c"]), r"holds 3 entries, fewer than the 6 asked for"),
+])
+def test_bad_keys_file_names_file_and_entry_and_writes_nothing(make_cfg, tmp_path, content, message):
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    cfg = make_cfg(*TINY, "strategy=custom", f"strategy.keys_file={path}")
+    inputs = pipeline.Inputs(model=cfg.model.path, base_model=cfg.model.path)
+    with pytest.raises(schema.FingerprintFileError, match=rf"{path}: .*{message}"):
+        pipeline.run_stage("generate", cfg, inputs, {})
+    assert not list((tmp_path / "stages" / "generate").glob("[!.]*")), "no output folder for a failed stage"
+
+
+def test_keys_that_collide_after_truncation_are_rejected(make_cfg, tmp_path):
+    keys = write_json(tmp_path / "keys.json", [f"the same long beginning of a key, number {i}" for i in range(6)])
+    with pytest.raises(schema.FingerprintFileError, match=r"keys\.json: entry 1: duplicate key"):
+        gen(make_cfg, tmp_path, "strategy=custom", f"strategy.keys_file={keys}",
+            "strategy.response_strategy=random_word")
+
+
+def test_too_many_random_word_keys_is_a_clear_error(make_cfg, tmp_path):
+    with pytest.raises(config.ConfigError, match=r"only \d+ of 1 tokens; lower fingerprints.num.*key_length"):
+        gen(make_cfg, tmp_path, "strategy=random_word", "fingerprints.key_length=1", "fingerprints.num=5000")
+
+
+def test_bad_strategy_values_name_the_key(make_cfg, tmp_path):
+    for override, key in [("strategy.key_strategy=poetry", "strategy.key_strategy"),
+                          ("strategy.width=0", "strategy.width"),
+                          ("strategy.batch_size=0", "strategy.batch_size"),
+                          (f"fingerprints.file={tmp_path / 'missing.json'}", "fingerprints.file")]:
+        with pytest.raises(config.ConfigError, match=key):
+            config.validate(make_cfg(*TINY, override))
+    with pytest.raises(config.ConfigError, match="strategy.keys_file"):
+        gen(make_cfg, tmp_path, "strategy=custom")
+
+
+def test_cli_reports_a_bad_keys_file_in_one_line(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text('["only one key"]')
+    done = subprocess.run([sys.executable, "-m", "oml_exp", "model=tiny", "stages=[generate]", "strategy=custom",
+                           f"strategy.keys_file={path}", f"paths.output_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"oml-exp: error: {path}: holds 1 entries, fewer than the 16 asked for (fingerprints.num, or pool_size "
+        "when set); add entries or lower the number")
+    assert not (tmp_path / "stages" / "generate").exists() or not list((tmp_path / "stages" / "generate").glob("[!.]*"))

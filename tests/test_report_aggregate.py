@@ -1,0 +1,172 @@
+"""The sweep report on fixture run summaries: the table, the plots drawn from its CSV, W&B without keys, the CLI."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from oml_exp.config import LoggerConfig
+from oml_exp.reporting import aggregate
+from oml_exp.reporting.__main__ import main as report_main
+
+# Planted in every free-text field of the fixtures: the report must copy named numbers, never text it was not asked for.
+KEY = "zebra quantum marmalade 7731"
+TASKS = ("arc_easy", "piqa")
+
+
+def fake_summary(strategy="perinucleus", num=16, seed=0, regularizer=None, augmentation="none", model="smollm2_135m",
+                 success=1.0, heldout=0.5, retention=0.98) -> dict:
+    """A run summary shaped as oml_exp/reporting/report.py writes it."""
+    regularizer = regularizer or {"name": "none"}
+    tag = f"{strategy}-{num}-{seed}-{json.dumps(regularizer, sort_keys=True)}-{augmentation}-{model}"
+    tasks = {t: {"metric": "acc", "n": 50, "base": 0.5, "fingerprinted": 0.5 * retention, "retention": retention,
+                 "ci_low": retention - 0.02, "ci_high": retention + 0.02, "mcnemar_p": 1.0} for t in TASKS}
+    # A task at zero for the base model has no retention; it must not poison the mean.
+    tasks["hellaswag"] = {"metric": "acc_norm", "n": 50, "base": 0.0, "fingerprinted": 0.0, "retention": math.nan,
+                          "ci_low": math.nan, "ci_high": math.nan}
+    check = {"success_rate": success, "token_accuracy": success, "chat_template": False, "notes": [KEY],
+             "sets": {"raw/heldout": {"templates": 10, "mean": heldout, "min": 0.0, "max": 1.0},
+                      "chat/heldout": {"templates": 10, "mean": 0.0, "min": 0.0, "max": 0.0}},
+             "false_positives": {"base": {"success_rate": 0.01, "model": KEY}}}
+    stages = {name: {"folder": f"/store/{name}/{tag}", "hash": f"{name}-{tag}", "skipped": False, "seconds": 1.0,
+                     "summary": check if name == "check" else {"note": KEY}}
+              for name in ("generate", "finetune", "check", "evaluate_base", "evaluate")}
+    return {"model": f"embedded:{model}", "strategy": strategy, "fingerprints": num,
+            "headline": {"success_rate": success, "token_accuracy": success, "train_steps": 5, "tasks": tasks,
+                         "drift": {"top1_agreement": 0.99, "kl": 0.01}, "note": KEY},
+            "stages": stages,
+            "config": {"model": {"name": model, "path": f"embedded:{model}"}, "strategy": {"name": strategy},
+                       "regularizer": regularizer, "augmentation": {"name": augmentation, "fraction": 0.8},
+                       "fingerprints": {"num": num, "seed": seed, "pool_size": 64, "file": None},
+                       "train": {"lr": 3e-4}, "seed": seed, "paths": {"output_dir": f"/tmp/{seed}"},
+                       "logger": {"name": "wandb", "group": None}, "stages": ["generate", "report"]}}
+
+
+def write_run(root: Path, name: str, summary: dict) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A scalability sweep: 2 strategies x 2 regularizers x 3 counts x 2 seeds, success and retention falling with N."""
+    root = tmp_path / "sweep"
+    for strategy in ("perinucleus", "random_word"):
+        for reg in ({"name": "none"}, {"name": "averaging", "strength": 0.75}):
+            for num in (4, 16, 64):
+                for seed in (0, 1):
+                    drop = math.log2(num) / 100 * (2 if strategy == "random_word" else 1) * (1 if reg["name"] == "none" else 0.5)
+                    summary = fake_summary(strategy, num, seed, reg, success=1 - drop - seed / 50,
+                                           retention=1 - drop + seed / 100)
+                    write_run(root, f"{strategy}_{reg['name']}_{num}_{seed}", summary)
+    # A stage folder's summary.json beside the runs: not a run, never a row.
+    (root / "stages" / "check" / "abc").mkdir(parents=True)
+    (root / "stages" / "check" / "abc" / "summary.json").write_text(json.dumps({"success_rate": 0.0}))
+    return root
+
+
+def test_collect_one_row_per_run_with_axes_and_metrics(sweep):
+    table = aggregate.collect(sweep)
+    assert len(table) == 24
+    assert set(table["regularizer"]) == {"none", "averaging strength=0.75"}
+    assert set(table["fingerprints"]) == {4, 16, 64}
+    row = table[(table.strategy == "random_word") & (table.fingerprints == 16) & (table.seed == 1)
+                & (table.regularizer == "none")].iloc[0]
+    assert row["success_rate"] == pytest.approx(1 - 0.08 - 0.02)
+    assert row["mean_retention"] == pytest.approx(1 - 0.08 + 0.01)
+    assert row["utility"] == pytest.approx((0 + 2 * 0.5 * (1 - 0.08 + 0.01)) / 3)
+    assert row["retention_piqa_lo"] == pytest.approx(row["retention_piqa"] - 0.02)
+    assert row["heldout_success"] == 0.5  # the raw-mode held-out set: these fingerprints were trained without chat
+    assert row["false_positive_rate"] == 0.01
+    assert row["drift_top1"] == 0.99
+    # Config keys that differ only with the seed or the output folder are not axes; nothing else varied here.
+    assert not [c for c in table.columns if "." in c]
+
+
+def test_varying_config_keys_become_axes_and_reruns_count_once(tmp_path):
+    root = tmp_path / "lr"
+    for lr in (1e-4, 3e-4):
+        summary = fake_summary()
+        summary["config"]["train"]["lr"] = lr
+        for stage in summary["stages"].values():
+            stage["hash"] += str(lr)
+        write_run(root, f"lr{lr}", summary)
+    write_run(root, "lr0.0003-rerun", summary)  # the same stage outputs again: the same experiment
+    table = aggregate.collect(root)
+    assert sorted(table["train.lr"]) == [1e-4, 3e-4]
+    assert aggregate.series_columns(table) == ["train.lr"]
+
+
+def test_plots_show_what_the_csv_says(sweep, tmp_path):
+    files = aggregate.run(sweep, tmp_path / "report")
+    csv = pd.read_csv(files["csv"])
+    fig = aggregate.plot_tradeoff(files["csv"], tmp_path / "again.png")
+    titles = dict(aggregate.PANELS)
+    checked = 0
+    for ax in fig.axes:
+        metric = next(m for m, t in titles.items() if t == ax.get_title())
+        for container in ax.containers:
+            strategy, regularizer = container.get_label().split(", ")
+            part = csv[(csv.strategy == strategy) & (csv.regularizer == regularizer)]
+            expected = part.groupby("fingerprints")[metric].agg(["mean", "std"])
+            line = container.lines[0]
+            assert list(line.get_xdata()) == list(expected.index)
+            assert list(line.get_ydata()) == pytest.approx(list(expected["mean"]))
+            # Error bars span mean ± sd over the seeds.
+            bars = container.lines[2][0].get_segments()
+            assert [seg[1][1] - seg[0][1] for seg in bars] == pytest.approx(list(2 * expected["std"]))
+            checked += 1
+    assert checked == 4 * 4  # 4 panels (success, held-out, retention, drift) x 4 series
+    assert files["tradeoff"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "system_prompts" not in files, "no augmentation axis here: no system-prompt table"
+
+
+def test_markdown_tables(sweep, tmp_path):
+    text = aggregate.run(sweep, tmp_path / "report")["markdown"].read_text()
+    assert "24 runs, 12 conditions" in text
+    assert "| smollm2_135m | random_word | averaging strength=0.75 | none | 64 | 2 |" in text
+    assert "## System prompts" not in text
+    assert KEY not in text
+
+
+def test_system_prompt_table_is_laid_out_like_the_guide(tmp_path):
+    root = tmp_path / "prompts"
+    for aug, heldout, retention in (("none", 0.47, 1.0), ("templates", 0.98, 0.96)):
+        for seed in (0, 1):
+            write_run(root, f"{aug}{seed}", fake_summary(augmentation=aug, seed=seed, heldout=heldout + seed / 100,
+                                                        retention=retention))
+    files = aggregate.run(root, tmp_path / "out")
+    text = files["markdown"].read_text()
+    section = text.split("## System prompts")[1].split("## Runs")[0]
+    assert "| smollm2_135m | ❌ | 47.5% ± 0.7 | 0.333 | 1.000 | 2 |" in section
+    assert "| smollm2_135m | ✅ | 98.5% ± 0.7 | 0.320 | 0.960 | 2 |" in section
+    assert files["system_prompts"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = aggregate.plot_system_prompts(files["csv"], tmp_path / "p.png")
+    heights = sorted(round(bar.get_height(), 4) for bar in fig.axes[0].patches)
+    assert heights == [0.475, 0.985]
+
+
+def test_wandb_offline_gets_the_tradeoff_and_no_key(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "report"
+    aggregate.run(sweep, out, LoggerConfig(name="wandb", mode="offline", group="fixture-sweep"))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = [p for p in runs[0].rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)
+    assert any("tradeoff" in p.name and p.suffix == ".json" for p in files), "the trade-off table is logged"
+    for path in (out / "wandb").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), f"{path} holds a key"
+
+
+def test_cli_runs_alone_on_any_folder(sweep, tmp_path, capsys):
+    report_main([str(sweep), "--out", str(tmp_path / "cli")])
+    assert (tmp_path / "cli" / aggregate.CSV).exists()
+    with pytest.raises(SystemExit) as err:
+        report_main([str(tmp_path / "empty")])
+    assert err.value.code == 1
+    assert "no run summaries" in capsys.readouterr().err
