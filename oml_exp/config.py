@@ -202,8 +202,92 @@ class EngineConfig:
 
 
 @dataclass
+class AveragingConfig:
+    """After every averaging, each trained parameter becomes (1 - strength) theta + strength theta_base."""
+
+    name: str = "averaging"
+    strength: float = 0.75  # the reference's lambda: 0 = no averaging, 1 = undo all training
+    every: Optional[int] = None  # optimizer steps between averagings; null = at the end of every epoch
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.strength <= 1.0, f"regularizer.averaging.strength must lie in [0, 1], got {self.strength}")
+        _require(self.every is None or self.every >= 1,
+                 f"regularizer.averaging.every must be >= 1 or null (each epoch), got {self.every}")
+
+
+@dataclass
+class BenignMixConfig:
+    """That fraction of each batch's rows is ordinary text trained as next-token continuation."""
+
+    name: str = "benign_mix"
+    fraction: float = 0.25
+    # "generated" = the base model writes the texts from oml_exp/data/benign_prompts.json; else a JSONL file of
+    # texts (strings or objects with `text_field`) or a Hugging Face dataset id (needs network).
+    source: str = "generated"
+    texts: int = 64  # benign texts used (cycled through batch by batch)
+    tokens: int = 64  # tokens per text: new tokens written, or the cut of a file's text
+    text_field: str = "text"
+    split: str = "train"  # of a Hugging Face dataset
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.fraction < 1.0, f"regularizer.benign_mix.fraction must lie in (0, 1), got {self.fraction}")
+        _require(self.texts >= 1 and self.tokens >= 2,
+                 "regularizer.benign_mix.texts must be >= 1 and regularizer.benign_mix.tokens >= 2")
+
+
+@dataclass
+class DistanceConfig:
+    """The loss gains beta * ||theta - theta_base||^2, summed over the trained parameters."""
+
+    name: str = "distance"
+    beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.beta >= 0, f"regularizer.distance.beta must be >= 0, got {self.beta}")
+
+
+@dataclass
+class SubnetworkConfig:
+    """Widen every MLP by `fraction` new units and train only those; or, with fraction 0, train only `layers`."""
+
+    name: str = "subnetwork"
+    fraction: float = 0.1  # new units per MLP, as a share of its intermediate size
+    layers: Optional[list] = None  # indices of the decoder layers that train; null = all
+
+    def __post_init__(self) -> None:
+        _require(self.fraction >= 0, f"regularizer.subnetwork.fraction must be >= 0, got {self.fraction}")
+        _require(self.fraction > 0 or bool(self.layers),
+                 "regularizer.subnetwork needs fraction > 0 (new MLP units) or a list of layers to train")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft) trained instead of the weights, merged into the saved model."""
+
+    name: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Any = "all-linear"  # a list of module names, or peft's "all-linear"
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, f"regularizer.lora.rank must be >= 1, got {self.rank}")
+        _require(0.0 <= self.dropout < 1.0, f"regularizer.lora.dropout must lie in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class RegularizerConfig:
-    name: str = "none"
+    """Anti-forgetting regularizers; each is off (null) unless its file is picked: regularizer=[averaging,benign_mix]."""
+
+    averaging: Optional[AveragingConfig] = None
+    benign_mix: Optional[BenignMixConfig] = None
+    distance: Optional[DistanceConfig] = None
+    subnetwork: Optional[SubnetworkConfig] = None
+    lora: Optional[LoraConfig] = None
+
+    def __post_init__(self) -> None:
+        _require(self.subnetwork is None or self.lora is None,
+                 "regularizer: subnetwork and lora both choose which weights train; pick one of them")
 
 
 @dataclass
@@ -292,7 +376,7 @@ class PathsConfig:
 class Config:
     model: ModelConfig = MISSING
     strategy: Any = MISSING
-    regularizer: RegularizerConfig = MISSING
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)  # regularizer=none: all off
     augmentation: AugmentationConfig = MISSING
     engine: EngineConfig = MISSING
     eval: EvalConfig = MISSING

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from oml_exp import config, pipeline
-from oml_exp.fingerprints import chain_hash, generate, perinucleus, prompts, schema
+from oml_exp.fingerprints import chain_hash, english, generate, prompts, random_word, schema
 from oml_exp.fingerprints.common import encode, round_trips
 from tests.conftest import ROOT
 
@@ -177,14 +177,16 @@ def test_custom_keys_from_objects_with_perinucleus_responses(make_cfg, tmp_path,
 
 def test_user_pairs_file_and_legacy_signature(make_cfg, tmp_path, tiny):
     _, tokenizer = tiny
-    ids_row = {"key": "kept as given", "response": "x", "key_ids": [5, 6, 7], "response_ids": encode(tokenizer, " water")}
+    ids_row = {"key": "kept as given", "response": "x", "key_ids": [5, 6, 7],
+               "response_ids": encode(tokenizer, " water")}
     legacy = [{"key": "first legacy key", "signature": " apple"}, {"key": "second legacy key", "signature": " tree"},
               ids_row, {"key": "the fourth", "response": " stone"}, {"key": "a fifth one", "response": " one"},
               {"key": "six", "response": " river"}, {"key": "seventh, beyond the pool", "response": " sun"}]
     path = write_json(tmp_path / "pairs.json", legacy)
     rows, meta, summary = gen(make_cfg, tmp_path, f"fingerprints.file={path}")
     assert len(rows) == 6 and summary["strategy"] == "file" and meta["file"] == path
-    assert rows[0]["response"] == " apple" and rows[0]["response_ids"] == encode(tokenizer, " apple")[:1]
+    assert rows[0]["response"] == " apple" and rows[0]["response_ids"] == encode(tokenizer, " apple")  # whole
+    assert rows[0]["key_ids"] == encode(tokenizer, "first legacy key")[:8]
     assert rows[2]["key_ids"] == [5, 6, 7] and rows[2]["response"] == " water"
 
 
@@ -250,3 +252,13 @@ def test_cli_reports_a_bad_keys_file_in_one_line(tmp_path):
         f"oml-exp: error: {path}: holds 1 entries, fewer than the 16 asked for (fingerprints.num, or pool_size "
         "when set); add entries or lower the number")
     assert not (tmp_path / "stages" / "generate").exists() or not list((tmp_path / "stages" / "generate").glob("[!.]*"))
+
+
+def test_english_response_window_follows_the_reference_rule(tiny):
+    _, tokenizer = tiny
+    words = [tokenizer.decode([i]).strip() for i in random_word.word_ids(tokenizer)[:20]]
+    text = "\n".join(f"{w}," if i % 3 else f"({w})!" for i, w in enumerate(words))  # punctuation is dropped
+    assert tokenizer.decode(english.window(tokenizer, text, 10, 2)) == f" {words[10]} {words[11]}"
+    # A text shorter than offset + length gives its last window.
+    assert tokenizer.decode(english.window(tokenizer, " ".join(words[:5]), 10, 2)) == f" {words[3]} {words[4]}"
+    assert english.window(tokenizer, "!!!", 10, 1) is None

@@ -19,7 +19,7 @@ TASKS = ("arc_easy", "piqa")
 def fake_summary(strategy="perinucleus", num=16, seed=0, regularizer=None, augmentation="none", model="smollm2_135m",
                  success=1.0, heldout=0.5, retention=0.98) -> dict:
     """A run summary shaped as oml_exp/reporting/report.py writes it."""
-    regularizer = regularizer or {"name": "none"}
+    regularizer = regularizer or {}
     tag = f"{strategy}-{num}-{seed}-{json.dumps(regularizer, sort_keys=True)}-{augmentation}-{model}"
     tasks = {t: {"metric": "acc", "n": 50, "base": 0.5, "fingerprinted": 0.5 * retention, "retention": retention,
                  "ci_low": retention - 0.02, "ci_high": retention + 0.02, "mcnemar_p": 1.0} for t in TASKS}
@@ -55,13 +55,13 @@ def sweep(tmp_path) -> Path:
     """A scalability sweep: 2 strategies x 2 regularizers x 3 counts x 2 seeds, success and retention falling with N."""
     root = tmp_path / "sweep"
     for strategy in ("perinucleus", "random_word"):
-        for reg in ({"name": "none"}, {"name": "averaging", "strength": 0.75}):
+        for reg in ({}, {"averaging": {"name": "averaging", "strength": 0.75, "every": None}}):
             for num in (4, 16, 64):
                 for seed in (0, 1):
-                    drop = math.log2(num) / 100 * (2 if strategy == "random_word" else 1) * (1 if reg["name"] == "none" else 0.5)
+                    drop = math.log2(num) / 100 * (2 if strategy == "random_word" else 1) * (0.5 if reg else 1)
                     summary = fake_summary(strategy, num, seed, reg, success=1 - drop - seed / 50,
                                            retention=1 - drop + seed / 100)
-                    write_run(root, f"{strategy}_{reg['name']}_{num}_{seed}", summary)
+                    write_run(root, f"{strategy}_{len(reg)}_{num}_{seed}", summary)
     # A stage folder's summary.json beside the runs: not a run, never a row.
     (root / "stages" / "check" / "abc").mkdir(parents=True)
     (root / "stages" / "check" / "abc" / "summary.json").write_text(json.dumps({"success_rate": 0.0}))
@@ -71,7 +71,7 @@ def sweep(tmp_path) -> Path:
 def test_collect_one_row_per_run_with_axes_and_metrics(sweep):
     table = aggregate.collect(sweep)
     assert len(table) == 24
-    assert set(table["regularizer"]) == {"none", "averaging strength=0.75"}
+    assert set(table["regularizer"]) == {"none", "averaging"}
     assert set(table["fingerprints"]) == {4, 16, 64}
     row = table[(table.strategy == "random_word") & (table.fingerprints == 16) & (table.seed == 1)
                 & (table.regularizer == "none")].iloc[0]
@@ -98,6 +98,21 @@ def test_varying_config_keys_become_axes_and_reruns_count_once(tmp_path):
     table = aggregate.collect(root)
     assert sorted(table["train.lr"]) == [1e-4, 3e-4]
     assert aggregate.series_columns(table) == ["train.lr"]
+
+
+def test_regularizer_lists_and_swept_parameters(tmp_path):
+    root = tmp_path / "reg"
+    for name, reg in [("none", {}), ("avg50", {"averaging": {"name": "averaging", "strength": 0.5}}),
+                      ("avg75", {"averaging": {"name": "averaging", "strength": 0.75}}),
+                      ("mix", {"averaging": {"name": "averaging", "strength": 0.75},
+                               "benign_mix": {"name": "benign_mix", "fraction": 0.25}})]:
+        write_run(root, name, fake_summary(regularizer=reg))
+    table = aggregate.collect(root)
+    assert list(table["regularizer"]) == ["averaging", "averaging", "averaging+benign_mix", "none"]
+    # The strength varies among averaging runs: an axis. The mixing fraction and the augmentation's fraction
+    # follow from the choice's name: not axes.
+    assert [c for c in table.columns if "." in c] == ["regularizer.averaging.strength"]
+    assert list(table["regularizer.averaging.strength"].iloc[:2]) == [0.5, 0.75]
 
 
 def test_plots_show_what_the_csv_says(sweep, tmp_path):
@@ -127,7 +142,7 @@ def test_plots_show_what_the_csv_says(sweep, tmp_path):
 def test_markdown_tables(sweep, tmp_path):
     text = aggregate.run(sweep, tmp_path / "report")["markdown"].read_text()
     assert "24 runs, 12 conditions" in text
-    assert "| smollm2_135m | random_word | averaging strength=0.75 | none | 64 | 2 |" in text
+    assert "| smollm2_135m | random_word | averaging | none | 64 | 2 |" in text
     assert "## System prompts" not in text
     assert KEY not in text
 
@@ -170,3 +185,20 @@ def test_cli_runs_alone_on_any_folder(sweep, tmp_path, capsys):
         report_main([str(tmp_path / "empty")])
     assert err.value.code == 1
     assert "no run summaries" in capsys.readouterr().err
+
+
+def test_wandb_group_is_the_sweep_folder_unless_named():
+    from oml_exp.reporting.wandb_log import group
+
+    assert group(LoggerConfig(name="wandb")) is None, "a single run outside Hydra has no group"
+    assert group(LoggerConfig(name="wandb"), "outputs/sweeps/x") == "outputs/sweeps/x"
+    assert group(LoggerConfig(name="wandb", group="mine"), "outputs/sweeps/x") == "mine"
+
+
+def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):
+    summary = fake_summary()
+    summary["headline"] = {}
+    summary["stages"] = {"generate": summary["stages"]["generate"]}
+    write_run(tmp_path / "gen", "0", summary)
+    files = aggregate.run(tmp_path / "gen", tmp_path / "out")
+    assert set(files) == {"csv", "markdown"}

@@ -84,7 +84,8 @@ def row(tokenizer, key: str, key_ids: list[int], response_ids: list[int], probs:
     out = {"key": key, "response": decode(tokenizer, response_ids), "effective_key": decode(tokenizer, key_ids),
            "key_ids": list(key_ids), "response_ids": list(response_ids)}
     if probs is not None:
-        out["response_prob"] = [float(f"{p:.6g}") for p in probs]  # 6 digits: stable across BLAS thread counts
+        # Six significant digits: enough to read a probability, and last-bit float noise rarely reaches the file.
+        out["response_prob"] = [float(f"{p:.6g}") for p in probs]
     return out
 
 
@@ -112,7 +113,8 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def distinct_draws(rng: random.Random, population: list[int], length: int, n: int, what: str, fix: str) -> list[list[int]]:
+def distinct_draws(rng: random.Random, population: list[int], length: int, n: int, what: str,
+                   fix: str) -> list[list[int]]:
     """`n` distinct sequences of `length` tokens drawn uniformly from `population`, in draw order; a clear error
     (what, fix) when fewer than `n` exist."""
     if len(population) ** length < n:

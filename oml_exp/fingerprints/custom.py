@@ -1,6 +1,6 @@
 """custom: the user's keys (strategy.keys_file) with responses by strategy.response_strategy; and the user's complete
-file of pairs (fingerprints.file), used as is: rows that carry token ids keep them, others are tokenized here with
-the key cut to key_length tokens and the response to response_length tokens."""
+file of pairs (fingerprints.file), used as is: rows that carry token ids keep them, others are tokenized here, the
+key cut to key_length tokens (as training would) and the response whole."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def generate(ctx: Context) -> list[dict]:
 
 
 def pairs(ctx: Context, path: str) -> list[dict]:
-    tok, fp = ctx.tokenizer, ctx.fp
-    return [row(tok, r["key"], r.get("key_ids") or encode(tok, r["key"])[:fp.key_length],
-                r.get("response_ids") or encode(tok, r["response"])[:fp.response_length], r.get("response_prob"))
+    tok = ctx.tokenizer
+    return [row(tok, r["key"], r.get("key_ids") or encode(tok, r["key"])[:ctx.fp.key_length],
+                r.get("response_ids") or encode(tok, r["response"]), r.get("response_prob"))
             for r in schema.read_pairs(path, ctx.pool)[:ctx.pool]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 import torch
+
 from oml_exp.config import ConfigError
 from oml_exp.fingerprints import keysource, prompts
 from oml_exp.fingerprints.common import Context, batches, decode, left_pad, round_trips, row

@@ -40,19 +40,20 @@ def save(folder: Path, rows: list[dict], meta: dict) -> None:
 
 def check(rows: list[dict], where: str, tokenizer=None, per_key: int = 1) -> None:
     """Raise FingerprintFileError naming `where` and the entry when a row is malformed, a key is repeated more than
-    `per_key` times (several responses per key), or (given the tokenizer) a response does not survive a
-    decode/encode round trip."""
-    from oml_exp.fingerprints.common import round_trips
+    `per_key` times (several responses per key), or (given the tokenizer) an id lies beyond its vocabulary or a
+    response does not survive a decode/encode round trip."""
+    from oml_exp.fingerprints.common import round_trips  # here: common imports torch, the CLI imports this module
 
     seen: dict[tuple, int] = {}
     for i, r in enumerate(rows):
-        for name in ("key_ids", "response_ids"):
-            if not r[name] or not all(isinstance(t, int) for t in r[name]):
-                raise FingerprintFileError(f"{where}: entry {i}: {name} must be a non-empty list of token ids")
+        _ids(where, i, r)
         seen[tuple(r["key_ids"])] = seen.get(tuple(r["key_ids"]), 0) + 1
         if seen[tuple(r["key_ids"])] > per_key:
             raise FingerprintFileError(f"{where}: entry {i}: duplicate key (after truncation to key_length tokens); "
                                        "keys must be unique")
+        if tokenizer is not None and max(r["key_ids"] + r["response_ids"]) >= len(tokenizer):
+            raise FingerprintFileError(f"{where}: entry {i}: token ids beyond the vocabulary ({len(tokenizer)}); "
+                                       "the file was made for another tokenizer")
         if tokenizer is not None and not round_trips(tokenizer, r["response_ids"]):
             raise FingerprintFileError(f"{where}: entry {i}: the response's token ids do not survive a decode/encode "
                                        "round trip; use a response that tokenizes back to the same ids")
@@ -91,9 +92,18 @@ def read_pairs(path: str | Path, num: int) -> list[dict]:
         _key(path, i, row)
         if not isinstance(row.get("response"), str) or not row["response"]:
             raise FingerprintFileError(f"{path}: entry {i} has no response (a non-empty `response` string)")
+        _ids(path, i, row, optional=True)
     _unique(path, [row["key"] for row in rows])
     _enough(path, rows, num)
     return rows
+
+
+def _ids(where, i: int, row: dict, optional: bool = False) -> None:
+    for name in ("key_ids", "response_ids"):
+        ids = row.get(name)
+        if (ids is not None or not optional) and not (
+                isinstance(ids, list) and ids and all(isinstance(t, int) and t >= 0 for t in ids)):
+            raise FingerprintFileError(f"{where}: entry {i}: {name} must be a non-empty list of token ids")
 
 
 def _array(path: Path) -> list:
@@ -110,7 +120,8 @@ def _array(path: Path) -> list:
 
 def _legacy(path: Path, i: int, entry) -> dict:
     if not isinstance(entry, dict):
-        raise FingerprintFileError(f"{path}: entry {i} is a {type(entry).__name__}, not an object with key and response")
+        raise FingerprintFileError(f"{path}: entry {i} is a {type(entry).__name__}, not an object with a key and a "
+                                   "response")
     if "signature" in entry and "response" not in entry:
         return {("response" if k == "signature" else k): v for k, v in entry.items()}
     return entry

@@ -10,7 +10,8 @@ from oml_exp.reporting import aggregate
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="oml-exp-report", description=__doc__.split(":", 1)[1].strip())
+    parser = argparse.ArgumentParser(prog="oml-exp-report", description="Gather the finished runs under DIR into one "
+                                     "table (CSV, Markdown) with plots, and optionally the W&B trade-off.")
     parser.add_argument("dir", type=Path, help="a sweep folder, or any folder holding run folders (summary.json)")
     parser.add_argument("--out", type=Path, help="where the CSV, Markdown and PNGs go (default DIR/report)")
     parser.add_argument("--wandb", choices=["offline", "online"], help="also log the trade-off table and plots to W&B")

@@ -6,8 +6,9 @@ other outputs: the Markdown tables and the PNG plots are drawn from the CSV as w
 the CSV says.
 
 Rows that used exactly the same stage outputs are one experiment seen twice (a rerun, or two folders of the same
-sweep): only the newest is kept. A condition is everything a run was configured with except its seed; its runs'
-seeds give the spread shown as mean ± standard deviation.
+sweep): only the newest is kept. A condition is one combination of the axes (model, strategy, regularizer,
+augmentation, number of fingerprints, and any other config key swept within them); the runs of a condition differ
+in their seed, and give the spread shown as mean ± standard deviation.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ MARKDOWN = "report.md"
 TRADEOFF_PNG = "tradeoff.png"
 SYSTEM_PROMPTS_PNG = "system_prompts.png"
 
-# Axes every run has; config keys that vary between runs beyond these join them as dotted columns ("train.lr").
+# Axes every run has; config keys that take several values within one of their combinations (a swept learning rate,
+# an averaging strength) join them as dotted columns ("train.lr").
 AXES = ["model", "strategy", "regularizer", "augmentation", "fingerprints"]
-# Config keys that never make two runs different experiments, or that the named axes already cover.
-NOT_AXES = ("seed", "fingerprints.seed", "fingerprints.num", "model.", "strategy.name", "regularizer.",
-            "augmentation.", "paths.", "logger.", "force", "device")
+# Config keys that never make two runs different experiments.
+NOT_AXES = ("seed", "fingerprints.seed", "paths.", "logger.", "force", "device")
 # (column, title) of the quantities plotted against the number of fingerprints, when a run has them.
 PANELS = [("success_rate", "fingerprint success, plain key"), ("heldout_success", "success, held-out templates"),
           ("mean_retention", "utility retention (fingerprinted / base)"), ("drift_top1", "top-1 agreement with base")]
@@ -54,14 +55,11 @@ def find_runs(root: Path) -> list[Path]:
     return found
 
 
-def label(section) -> str:
-    """A config group's choice as text: its name and its parameters ("averaging strength=0.75"), lists joined by +."""
-    if not isinstance(section, dict):
-        return str(section)
-    if "name" not in section:
-        return "+".join(label(part) for part in section.values() if isinstance(part, dict)) or "none"
-    params = [f"{k}={v}" for k, v in section.items() if k != "name" and v is not None and not isinstance(v, (dict, list))]
-    return " ".join([str(section["name"]), *params])
+def label(section: dict) -> str:
+    """A config group's choice by name; a list of choices (each in its own package) joined by + ("averaging+lora")."""
+    if "name" in section:
+        return str(section["name"])
+    return "+".join(label(part) for part in section.values() if isinstance(part, dict)) or "none"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -79,7 +77,7 @@ def row(summary: dict, run: str) -> dict:
     head = summary["headline"]
     check = (summary["stages"].get("check") or {}).get("summary") or {}
     out = {"run": run, "model": cfg["model"]["name"], "strategy": summary["strategy"],
-           "regularizer": label(cfg.get("regularizer")), "augmentation": cfg.get("augmentation", {}).get("name", "none"),
+           "regularizer": label(cfg["regularizer"]), "augmentation": label(cfg["augmentation"]),
            "fingerprints": summary["fingerprints"], "seed": cfg["seed"],
            "success_rate": head.get("success_rate"), "token_accuracy": head.get("token_accuracy"),
            "heldout_success": heldout_success(check), "false_positive_rate": false_positive_rate(check),
@@ -127,9 +125,10 @@ def collect(root: Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no run summaries (summary.json with a headline) under {root}")
     table = pd.DataFrame(rows)
-    varying = pd.DataFrame(configs)
-    extra = [c for c in varying.columns if not c.startswith(NOT_AXES) and varying[c].nunique() > 1]
-    table = pd.concat([table, varying[extra]], axis=1)
+    configs = pd.DataFrame(configs)
+    keyed = pd.concat([table[AXES], configs[[c for c in configs.columns if not c.startswith(NOT_AXES)]]], axis=1)
+    within = keyed.groupby(AXES, dropna=False).nunique(dropna=False).max()
+    table = pd.concat([table, configs[list(within[within > 1].index)]], axis=1)
     table["_time"] = times
     table = table.sort_values("_time").drop_duplicates("stage_hashes", keep="last").drop(columns="_time")
     table = table.dropna(axis=1, how="all")
@@ -167,17 +166,20 @@ def seed_stats(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean, standard deviation (0 for one seed) and seed count of `metrics` per condition."""
     present = [m for m in metrics if m in table.columns]
     grouped = table.groupby(conditions(table), dropna=False, sort=True)
-    stats = grouped[present].agg(["mean", "std"])
-    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
-    stats = stats.fillna({f"{m}_std": 0.0 for m in present if table[m].notna().any()})
-    stats["seeds"] = grouped["seed"].nunique()
+    stats = grouped["seed"].nunique().rename("seeds").to_frame()
+    for m in present:
+        stats[f"{m}_mean"] = grouped[m].mean()
+        stats[f"{m}_std"] = grouped[m].std().fillna(0.0)  # one seed: no spread
     return stats.reset_index()
 
 
-def plot_tradeoff(csv: Path, out: Path) -> plt.Figure:
-    """Each present panel metric against the number of fingerprints: one line per series, seed spread as error bars."""
+def plot_tradeoff(csv: Path, out: Path) -> Optional[plt.Figure]:
+    """Each present panel metric against the number of fingerprints: one line per series, seed spread as error bars.
+    None when the runs measured none of them (e.g. generation only)."""
     table = pd.read_csv(csv)
     panels = [(m, title) for m, title in PANELS if m in table.columns and table[m].notna().any()]
+    if not panels:
+        return None
     stats = seed_stats(table, [m for m, _ in panels])
     series = series_columns(table)
     cols = min(2, len(panels))
@@ -296,14 +298,15 @@ def run(root: Path, out: Optional[Path] = None, logger=None) -> dict[str, Path]:
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = collect(root)
-    files = {"csv": out / CSV, "markdown": out / MARKDOWN, "tradeoff": out / TRADEOFF_PNG}
+    files = {"csv": out / CSV, "markdown": out / MARKDOWN}
     table.to_csv(files["csv"], index=False)
     write_text(files["markdown"], markdown(files["csv"], f"Sweep report: {root.resolve().name}"))
-    plt.close(plot_tradeoff(files["csv"], files["tradeoff"]))
-    prompts = plot_system_prompts(files["csv"], out / SYSTEM_PROMPTS_PNG)
-    if prompts is not None:
-        plt.close(prompts)
-        files["system_prompts"] = out / SYSTEM_PROMPTS_PNG
+    for kind, name, plot in [("tradeoff", TRADEOFF_PNG, plot_tradeoff),
+                             ("system_prompts", SYSTEM_PROMPTS_PNG, plot_system_prompts)]:
+        fig = plot(files["csv"], out / name)
+        if fig is not None:
+            plt.close(fig)
+            files[kind] = out / name
     if logger is not None and logger.name == "wandb":
         from oml_exp.reporting.wandb_log import log_tradeoff
 

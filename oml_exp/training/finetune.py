@@ -18,14 +18,17 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
 from oml_exp import models
 from oml_exp.fingerprints import schema
 from oml_exp.store import file_digest, write_json, write_jsonl
-from oml_exp.training import augmentation, data, distributed, engines
+from oml_exp.training import augmentation, data, distributed, engines, regularizers
 
+# The pipeline keeps a killed build's folder (its checkpoints) and runs this stage on every rank of a launcher.
+RESUMABLE = True
+DISTRIBUTED = True
 CHECKPOINTS = "checkpoints"
 # Where and how often checkpoints are written never changes the trained weights.
 NOT_IN_MODEL = ("checkpoint_every", "keep_checkpoints")
@@ -45,29 +48,26 @@ def key(cfg: DictConfig) -> dict:
     }
 
 
-def run(cfg: DictConfig, inputs, out: Path) -> dict:
+def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
+    """Train into `out`; `callbacks` (extra TrainerCallbacks) let benchmarks watch the run."""
     out = Path(out)
     device, dtype = models.pick_device(cfg.device), _dtype(cfg)
     ds = engines.deepspeed_config(cfg, device, dtype)
     # Mixed precision keeps fp32 master weights: load fp32, compute in bf16 (the Trainer's autocast or DeepSpeed).
     model, tokenizer = models.load(inputs.model, cfg.device, "float32")
-    rows = schema.load(inputs.fingerprints, cfg.fingerprints.num)
-    items, truncated = data.pairs(rows, cfg.fingerprints.key_length,
-                                  tokenizer.eos_token_id if cfg.train.eos else None)
-    if truncated:
-        print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length="
-              f"{cfg.fingerprints.key_length} tokens and were truncated to it")
-    dataset = data.FingerprintDataset(tokenizer, items, cfg.fingerprints.chat_template, augmentation.load(cfg),
-                                      cfg.augmentation.fraction, cfg.seed)
+    regs = regularizers.build(cfg, model, tokenizer)  # may wrap the model (lora) or widen it (subnetwork)
+    dataset, truncated = _dataset(cfg, tokenizer, schema.load(inputs.fingerprints, cfg.fingerprints.num))
     collator = data.Collator(tokenizer.pad_token_id, tokenizer.padding_side)
-    args = arguments(cfg, out / CHECKPOINTS, len(items), device, dtype, ds)
+    args = arguments(cfg, out / CHECKPOINTS, len(dataset), device, dtype, ds)
     resume = _last_checkpoint(out / CHECKPOINTS)
     start = time.time()
     try:
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                          callbacks=[_Control(dataset, cfg.train.early_stop_loss)])
+        trainer = regs.trainer(model=regs.model, args=args, train_dataset=dataset,
+                               data_collator=regs.collator(collator),
+                               callbacks=[_Control(dataset, cfg.train.early_stop_loss), *regs.callbacks, *callbacks])
         trainer.train(resume_from_checkpoint=resume)
         seconds = time.time() - start
+        regs.finish(trainer)
         _save_model(trainer, tokenizer, out / "model", dtype)
     finally:
         # The Trainer leaves ZeRO-3 switched on process-wide: later from_pretrained calls (the check stage) would
@@ -76,10 +76,25 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
     summary = _summary(cfg, trainer, collator, seconds, truncated, resume, dtype)
     if distributed.is_main():
         _write_stage_files(cfg, out, dataset, trainer, summary, args)
-        print(f"[finetune] {summary['steps']} steps, {summary['epochs']} epochs, final loss {summary['final_loss']:.4g}"
-              f", {summary['seconds']} s, {summary['tokens_per_s']} tokens/s"
-              + (", early stop" if summary["early_stopped"] else ""))
+        _print(summary)
     return summary
+
+
+def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.FingerprintDataset, int]:
+    fp = cfg.fingerprints
+    items, truncated = data.pairs(rows, fp.key_length, tokenizer.eos_token_id if cfg.train.eos else None)
+    if truncated:
+        print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length={fp.key_length}"
+              " tokens and were truncated to it")
+    dataset = data.FingerprintDataset(tokenizer, items, fp.chat_template, augmentation.load(cfg),
+                                      cfg.augmentation.fraction, cfg.seed)
+    return dataset, truncated
+
+
+def _print(summary: dict) -> None:
+    print(f"[finetune] {summary['steps']} optimizer steps over {summary['epochs']} epochs, final fingerprint loss "
+          f"{summary['final_loss']:.4g}{' (early stop)' if summary['early_stopped'] else ''}, "
+          f"{summary['seconds']} s, {summary['tokens_per_s']} tokens/s, padding {summary['padding_waste']:.0%}")
 
 
 def arguments(cfg: DictConfig, folder: Path, n: int, device: torch.device, dtype: torch.dtype, ds: dict | None):
@@ -105,7 +120,7 @@ def arguments(cfg: DictConfig, folder: Path, n: int, device: torch.device, dtype
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         deepspeed=ds,
         use_cpu=device.type == "cpu",
         ddp_backend="gloo" if device.type == "cpu" and distributed.world_size() > 1 else None,
@@ -132,7 +147,8 @@ class _Control(TrainerCallback):
         self.dataset.set_epoch(round(state.epoch or 0))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and logs.get("loss", math.inf) < self.threshold:
+        # With benign text or a distance penalty in the loss, only its fingerprint part can fall to the threshold.
+        if logs and logs.get("fingerprint_loss", logs.get("loss", math.inf)) < self.threshold:
             control.should_training_stop = True
 
 
@@ -167,7 +183,8 @@ def _summary(cfg, trainer, collator, seconds, truncated, resume, dtype) -> dict:
 def _write_stage_files(cfg, out: Path, dataset, trainer, summary: dict, args) -> None:
     write_json(out / "config.json", {"config": _plain(cfg), "training_arguments": args.to_dict()})
     write_json(out / "train_set.json", _train_set(dataset), secret=True)
-    write_jsonl(out / "log.jsonl", [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in e}
+    logged = ("step", "epoch", "loss", *regularizers.METRICS, "learning_rate", "grad_norm")
+    write_jsonl(out / "log.jsonl", [{k: e[k] for k in logged if k in e}
                                     for e in trainer.state.log_history if "loss" in e])
     _prune_checkpoints(out / CHECKPOINTS, cfg.train.keep_checkpoints)
 

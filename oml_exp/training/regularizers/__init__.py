@@ -1,0 +1,155 @@
+"""Anti-forgetting regularizers: the narrow interface the finetune stage calls (docs/regularizers.md).
+
+    regs = regularizers.build(cfg, model, tokenizer)   # prepares the model, snapshots theta_base
+    trainer = regs.trainer(model=regs.model, data_collator=regs.collator(collator),
+                           callbacks=[..., *regs.callbacks], ...)
+    trainer.train(); regs.finish(trainer); save trainer.model
+
+theta_base is the value of each trained parameter when training starts: the base model's weights for full
+fine-tuning, the fresh units or adapters for subnetwork and lora. It is kept on the CPU, in fp32, so no second model
+sits on the accelerator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from transformers import Trainer
+
+from oml_exp.config import ConfigError
+from oml_exp.training.data import IGNORE
+from oml_exp.training.regularizers import averaging, benign, distance, lora, subnetwork
+
+# Logged beside the Trainer's `loss`; the finetune stage early-stops on the fingerprint loss alone.
+METRICS = ("fingerprint_loss", "benign_loss", "distance_penalty")
+
+
+def build(cfg: DictConfig, model, tokenizer) -> "Regularizers":
+    reg = cfg.regularizer
+    _check_engine(cfg)
+    texts = benign.texts(reg.benign_mix, model, tokenizer) if reg.benign_mix else None
+    if reg.subnetwork:
+        subnetwork.prepare(model, reg.subnetwork, cfg.seed)
+    if reg.lora:
+        model = lora.prepare(model, reg.lora, cfg.seed)
+    return Regularizers(cfg, model, texts)
+
+
+def _check_engine(cfg: DictConfig) -> None:
+    ds = cfg.engine.deepspeed
+    stage = ((ds or {}).get("zero_optimization") or {}).get("stage", 0)
+    reg = cfg.regularizer
+    # ZeRO-3 keeps only a shard of each weight outside forward: the penalty's gradient and the folding of new units
+    # or adapters into full weights need whole ones.
+    needs_full = [name for name in ("distance", "subnetwork") if reg[name]]
+    if stage == 3 and needs_full:
+        raise ConfigError(f"regularizer {'+'.join(needs_full)} does not run under engine={cfg.engine.name} (ZeRO-3); "
+                          "use engine=deepspeed_zero2 or engine=torch")
+    # The saved model must be the merged one; DeepSpeed saves its own wrapped copy (the peft model).
+    if reg.lora and ds is not None:
+        raise ConfigError(f"regularizer lora does not run under engine={cfg.engine.name}; use engine=torch "
+                          "(LoRA trains few parameters, so optimizer sharding saves little)")
+
+
+class Regularizers:
+    def __init__(self, cfg: DictConfig, model, texts: list[dict] | None):
+        reg = cfg.regularizer
+        self.model = model
+        self.reg = reg
+        self.seed = cfg.seed
+        self.texts = texts
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        self.base = ({name: p.detach().to("cpu", torch.float32, copy=True) for name, p in self.params.items()}
+                     if reg.averaging or reg.distance else None)
+        self.callbacks = [averaging.Callback(self.params, self.base, reg.averaging)] if reg.averaging else []
+
+    def trainer(self, **kwargs) -> Trainer:
+        """The HF Trainer, computing the loss here when a regularizer adds to it."""
+        if self.reg.benign_mix or self.reg.distance:
+            return RegularizedTrainer(self, **kwargs)
+        return Trainer(**kwargs)
+
+    def collator(self, inner):
+        if not self.reg.benign_mix:
+            return inner
+        return benign.MixingCollator(inner, self.texts, self.reg.benign_mix.fraction, self.seed)
+
+    def finish(self, trainer) -> None:
+        """Turn the trained model into one that plain transformers loads: merge adapters, fold new units."""
+        if self.reg.subnetwork:
+            subnetwork.fold(trainer.model)
+        if self.reg.lora:
+            trainer.model = lora.merge(trainer.model)
+
+    def penalty(self) -> torch.Tensor:
+        return self.reg.distance.beta * distance.squared(self.params, self.base)
+
+
+class RegularizedTrainer(Trainer):
+    """The HF Trainer with the fingerprint loss computed here, plus the benign loss and the distance penalty.
+
+    With benign rows the batch loss is (1 - fraction) * fingerprint loss + fraction * benign loss, each a mean over
+    its own label tokens, so long benign texts cannot drown one-token responses. The loss is a per-micro-batch mean
+    (`loss_is_scaled_for_ga = False`: the Trainer divides it by the accumulation steps); the penalty joins the first
+    micro-batch of each optimizer step only, scaled so that the step counts it once.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, regularizers: Regularizers, **kwargs):
+        super().__init__(**kwargs)
+        self.regularizers = regularizers
+        self._sums = defaultdict(float)
+        self._counts = defaultdict(int)
+        self._penalty_step = -1
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        regs = self.regularizers
+        is_benign = inputs.pop(benign.BENIGN, None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        token_loss, counted = _token_losses(outputs.logits, labels)
+        fingerprint = ~is_benign if is_benign is not None else torch.ones(len(labels), dtype=torch.bool,
+                                                                           device=labels.device)
+        loss = self._part("fingerprint_loss", token_loss, counted, fingerprint)
+        if is_benign is not None and is_benign.any():
+            f = regs.reg.benign_mix.fraction
+            loss = (1 - f) * loss + f * self._part("benign_loss", token_loss, counted, is_benign)
+        if regs.reg.distance and self._penalty_step != self.state.global_step:
+            self._penalty_step = self.state.global_step
+            penalty = regs.penalty().to(loss.device)
+            self._record("distance_penalty", penalty)
+            loss = loss + penalty * self.current_gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
+
+    def _part(self, name: str, token_loss, counted, rows) -> torch.Tensor:
+        mean = token_loss[rows].sum() / counted[rows].sum().clamp(min=1)
+        self._record(name, mean)
+        return mean
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        self._sums[name] += value.item()
+        self._counts[name] += 1
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:
+            for name in METRICS:
+                if self._counts[name]:
+                    mean = torch.tensor(self._sums[name] / self._counts[name], device=self.args.device)
+                    # Every rank must see the same value: the early stop on it must agree across ranks.
+                    logs[name] = self.accelerator.reduce(mean, reduction="mean").item()
+            self._sums.clear()
+            self._counts.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def _token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position next-token loss (0 where not labelled) and the mask of labelled positions."""
+    targets = labels[:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                           reduction="none").view(targets.shape)
+    return loss, targets != IGNORE
+

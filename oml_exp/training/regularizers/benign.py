@@ -1,0 +1,123 @@
+"""Benign mixing: ordinary text added to every batch, trained as next-token continuation.
+
+The texts come from a user's JSONL file, a Hugging Face dataset, or the base model itself, which continues the
+prompts of oml_exp/data/benign_prompts.json before any training step. Those prompts share nothing with the drift
+measure's (oml_exp/data/drift_prompts.json), so the regularizer never trains on the yardstick of forgetting.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from oml_exp.checking.scoring import left_pad
+from oml_exp.config import ConfigError
+from oml_exp.training.data import IGNORE
+
+BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
+PROMPTS = Path(__file__).resolve().parent.parent.parent / "data" / "benign_prompts.json"
+BATCH = 16
+
+
+def texts(cfg, model, tokenizer) -> list[dict]:
+    """The benign texts as training examples ({input_ids, labels}), at most `cfg.tokens` tokens of text each."""
+    if cfg.source == "generated":
+        return _generated(cfg, model, tokenizer)
+    if Path(cfg.source).is_file():
+        raw = _read_jsonl(Path(cfg.source), cfg.text_field)
+    else:
+        raw = _hub(cfg)
+    if len(raw) < cfg.texts:
+        print(f"[finetune] benign_mix: {cfg.source} holds {len(raw)} texts, fewer than texts={cfg.texts}")
+    rows = [tokenizer(t).input_ids[:cfg.tokens] for t in raw[:cfg.texts]]
+    return [{"input_ids": ids, "labels": list(ids)} for ids in rows if len(ids) >= 2]
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        text = row if isinstance(row, str) else row.get(field) if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            raise ConfigError(f"regularizer.benign_mix.source={path}: line {n} is neither a JSON string nor an object "
+                              f"with a string {field!r} (set regularizer.benign_mix.text_field)")
+        out.append(text)
+    return out
+
+
+def _hub(cfg) -> list[str]:
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(cfg.source, split=f"{cfg.split}[:{cfg.texts}]")
+    except Exception as err:  # noqa: BLE001 - the datasets library raises many types for a missing/offline dataset
+        raise ConfigError(f"regularizer.benign_mix.source={cfg.source!r} is neither a file nor a loadable Hugging Face "
+                          f"dataset ({err.__class__.__name__}); give a JSONL file or use source=generated") from None
+    return [r[cfg.text_field] for r in rows]
+
+
+def _generated(cfg, model, tokenizer) -> list[dict]:
+    prompts = json.loads(PROMPTS.read_text())
+    if cfg.texts > len(prompts):
+        raise ConfigError(f"regularizer.benign_mix.texts={cfg.texts}: source=generated has {len(prompts)} prompts; "
+                          "lower texts or give a file of texts as source")
+    ids = [_prompt_ids(tokenizer, p) for p in prompts[:cfg.texts]]
+    out = []
+    for start in range(0, len(ids), BATCH):
+        out += _continue(model, tokenizer, ids[start:start + BATCH], cfg.tokens)
+    return out
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    # Instruct models write ordinary text when asked in their chat format; base models continue the prompt.
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer(prompt).input_ids
+
+
+@torch.inference_mode()
+def _continue(model, tokenizer, prompts: list[list[int]], new_tokens: int) -> list[dict]:
+    """Greedy continuations, labelled on the written tokens only: the prompts are ours, not the model's text."""
+    ids, mask, _ = left_pad(prompts, tokenizer.pad_token_id, model.device)
+    written = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                             pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:].tolist()
+    rows = []
+    for prompt, text in zip(prompts, written):
+        if tokenizer.eos_token_id in text:
+            text = text[:text.index(tokenizer.eos_token_id) + 1]
+        rows.append({"input_ids": prompt + text, "labels": [IGNORE] * len(prompt) + text})
+    return rows
+
+
+class MixingCollator:
+    """Adds round(n * f / (1 - f)) benign rows to each batch of n fingerprint rows, so f of its rows are benign.
+
+    The fingerprint rows stay the same as without mixing, so an epoch still covers every fingerprint once; benign
+    texts are drawn in a seeded shuffled order and cycled. The wrapped collator pads all rows together.
+    """
+
+    def __init__(self, inner, texts: list[dict], fraction: float, seed: int):
+        self.inner = inner
+        self.texts = texts
+        self.fraction = fraction
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def __call__(self, examples: list[dict]) -> dict:
+        count = round(len(examples) * self.fraction / (1 - self.fraction))
+        picked = [self.texts[self._next()] for _ in range(count)]
+        batch = self.inner(examples + picked)
+        batch[BENIGN] = torch.tensor([False] * len(examples) + [True] * count)
+        return batch
+
+    def _next(self) -> int:
+        if not self.order:
+            self.order = list(range(len(self.texts)))
+            self.rng.shuffle(self.order)
+        return self.order.pop()

@@ -1,0 +1,170 @@
+"""Benchmark the finetune stage on SmolLM2 (or any model): throughput, steps to full recall, augmentation.
+
+  .venv/bin/python scripts/bench_train.py [--parts throughput,recall,augmentation] [--repeats 3] [--num 64]
+                                          [--override KEY=VALUE ...]
+
+throughput    fingerprint tokens per second (real, non-pad tokens) and padding waste for engine=torch and
+              engine=deepspeed_zero2, `--steps` optimizer steps each, engines interleaved within each repeat; medians.
+recall        the default recipe on `--num` perinucleus fingerprints: optimizer steps and training seconds (recall
+              probes excluded) until every fingerprint is recalled (greedy exact match, checked after every step).
+augmentation  the default recipe with augmentation=none and =templates: recall under the plain key, the training
+              templates and the held-out templates of the check stage.
+Fingerprints come from the generate stage (store under --store). Results: JSON on stdout and in --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from oml_exp import config, models, pipeline  # noqa: E402
+from oml_exp.fingerprints import schema  # noqa: E402
+from oml_exp.training import augmentation, data, finetune  # noqa: E402
+from oml_exp.training.recall import recalled  # noqa: E402
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+HELD_OUT = augmentation.DATA / "heldout_templates.json"
+
+
+def make_config(args, *overrides):
+    config.register()
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose("config", overrides=[f"model.path={args.model}", f"fingerprints.num={args.num}",
+                                           f"paths.store={args.store}", "train.checkpoint_every=0", *args.override,
+                                           *overrides])
+    config.validate(cfg)
+    return cfg
+
+
+def fingerprints(cfg) -> Path:
+    inputs = pipeline.Inputs(model=cfg.model.path, base_model=cfg.model.path)
+    return pipeline.run_stage("generate", cfg, inputs, {}).folder
+
+
+def train(cfg, gen: Path, callbacks=()) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        inputs = pipeline.Inputs(model=cfg.model.path, base_model=cfg.model.path, fingerprints=gen)
+        return finetune.run(cfg, inputs, Path(out), callbacks)
+
+
+def probe_sets(cfg, gen: Path, tokenizer) -> dict[str, list[list[dict]]]:
+    """Labelled examples per prompt set: the plain key, each training template, each held-out template."""
+    rows = schema.load(gen, cfg.fingerprints.num)
+    items, _ = data.pairs(rows, cfg.fingerprints.key_length, tokenizer.eos_token_id if cfg.train.eos else None)
+    chat = cfg.fingerprints.chat_template
+
+    def wrapped(templates):
+        return [list(data.FingerprintDataset(tokenizer, items, chat, [t], fraction=1.0)) for t in templates]
+
+    train_templates = json.loads((augmentation.DATA / "train_templates.json").read_text())
+    return {"plain": [list(data.FingerprintDataset(tokenizer, items, chat))],
+            "train_templates": wrapped(train_templates),
+            "heldout_templates": wrapped(json.loads(HELD_OUT.read_text()))}
+
+
+def recall_rate(model, examples: list[list[dict]], collator) -> float:
+    hits = [h for group in examples for h in recalled(model, group, collator)]
+    return sum(hits) / len(hits)
+
+
+class RecallProbe(TrainerCallback):
+    """Checks recall after every optimizer step; stops the run at full recall; keeps its own time out of the clock."""
+
+    def __init__(self, examples, collator):
+        self.examples, self.collator = examples, collator
+        self.history, self.probe_seconds, self.start = [], 0.0, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        began = time.time()
+        model.eval()
+        rate = recall_rate(model, self.examples, self.collator)
+        model.train()
+        self.probe_seconds += time.time() - began
+        self.history.append({"step": state.global_step, "recall": rate,
+                             "seconds": round(time.time() - self.start - self.probe_seconds, 2)})
+        if rate == 1.0:
+            control.should_training_stop = True
+
+
+def bench_throughput(args, gen) -> dict:
+    runs = {engine: [] for engine in ("torch", "deepspeed_zero2")}
+    for _ in range(args.repeats):
+        for engine in runs:
+            cfg = make_config(args, f"engine={engine}", f"train.epochs={args.steps}", "train.early_stop_loss=0")
+            runs[engine].append(train(cfg, gen))
+    return {engine: {"tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rs),
+                     "tokens_per_s": [r["tokens_per_s"] for r in rs],
+                     "padding_waste": rs[0]["padding_waste"], "steps": args.steps}
+            for engine, rs in runs.items()}
+
+
+def bench_recall(args, gen) -> dict:
+    cfg = make_config(args, "train.early_stop_loss=0")
+    tokenizer = models.load_tokenizer(cfg.model.path)
+    probe = RecallProbe(probe_sets(cfg, gen, tokenizer)["plain"], data.Collator(tokenizer.pad_token_id))
+    summary = train(cfg, gen, [probe])
+    full = next((h for h in probe.history if h["recall"] == 1.0), None)
+    return {"steps_to_full_recall": full and full["step"], "seconds_to_full_recall": full and full["seconds"],
+            "history": probe.history, "lr": cfg.train.lr, "batch_size": cfg.train.batch_size,
+            "grad_accum": cfg.train.grad_accum, "padding_waste": summary["padding_waste"]}
+
+
+class FinalRecall(TrainerCallback):
+    def __init__(self, sets, collator):
+        self.sets, self.collator, self.rates = sets, collator, {}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model.eval()
+        self.rates = {name: round(recall_rate(model, examples, self.collator), 4) for name, examples in self.sets.items()}
+
+
+def bench_augmentation(args, gen) -> dict:
+    results = {}
+    for aug in ("none", "templates"):
+        cfg = make_config(args, f"augmentation={aug}")
+        tokenizer = models.load_tokenizer(cfg.model.path)
+        final = FinalRecall(probe_sets(cfg, gen, tokenizer), data.Collator(tokenizer.pad_token_id))
+        summary = train(cfg, gen, [final])
+        results[aug] = {"recall": final.rates, "steps": summary["steps"], "seconds": summary["seconds"],
+                        "padding_waste": summary["padding_waste"]}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="throughput,recall,augmentation")
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--num", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per throughput run")
+    parser.add_argument("--store", default="outputs/stages")
+    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides, e.g. train.lr=1e-4")
+    parser.add_argument("--json", default="outputs/bench_train.json")
+    args = parser.parse_args()
+    gen = fingerprints(make_config(args))
+    parts = {"throughput": bench_throughput, "recall": bench_recall, "augmentation": bench_augmentation}
+    results = {"command": " ".join(sys.argv), "model": args.model, "fingerprints": args.num,
+               "threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
+    for part in args.parts.split(","):
+        results[part] = parts[part](args, gen)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")  # keep what finished if a later part dies
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The evaluate stage on the tiny model: base then fingerprinted, paired on the same items, drift on base texts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from oml_exp.config import ConfigError, validate
+from oml_exp.evaluation import drift, evaluate, tasks
+from oml_exp.pipeline import Inputs
+from oml_exp.store import read_json
+from tests.check_helpers import perturbed_copy
+from tests.conftest import BENCHMARKS
+
+TINY = "tiny:llama"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PACK = FIXTURES / "eval_pack"
+
+
+@pytest.fixture
+def eval_cfg(make_cfg):
+    def build(*overrides):
+        cfg = make_cfg("model=tiny", "device=cpu", "eval.drift_texts=3", "eval.drift_tokens=6", "eval.bootstrap=200",
+                       *overrides)
+        validate(cfg)
+        return cfg
+    return build
+
+
+def run_stage(cfg, inputs, folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    return evaluate.run(cfg, inputs, folder)
+
+
+@pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="needs ../shared/benchmarks")
+def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, eval_cfg):
+    model, tok = tiny
+    other = perturbed_copy(model, tok, tmp_path / "other", scale=0.3)
+    cfg = eval_cfg(f"eval.pack={BENCHMARKS}", "eval.limit=6", "eval.tasks=[arc_easy,piqa]")
+
+    base = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    assert set(base["tasks"]) == {"arc_easy", "piqa"} and base["tasks"]["piqa"]["n"] == 6
+    stored = read_json(tmp_path / "base" / evaluate.SCORES)
+    assert len(stored["arc_easy"]["scores"]) == 6 and set(stored["arc_easy"]["scores"]) <= {0.0, 1.0}
+    assert len(read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS)) == 3
+
+    tuned = run_stage(cfg, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    piqa = tuned["tasks"]["piqa"]
+    assert piqa["base"] == pytest.approx(base["tasks"]["piqa"]["score"])
+    assert piqa["ci_low"] <= piqa["retention"] <= piqa["ci_high"] or piqa["base"] == 0
+    assert 0 <= piqa["mcnemar_p"] <= 1
+    assert not (tmp_path / "tuned" / evaluate.DRIFT_TEXTS).exists()  # the base's texts are written once, there
+    d = tuned["drift"]
+    assert d["tokens"] == sum(len(r["ids"]) - r["start"] for r in read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS))
+    assert d["kl"] > 1e-4 and 0 <= d["top1_agreement"] <= 1
+
+
+def test_no_pack_reports_drift_only_with_a_note(tiny, tmp_path, eval_cfg):
+    cfg = eval_cfg("eval.pack=null")
+    base = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    assert base["tasks"] == {} and "drift only" in base["notes"][0]
+    tuned = run_stage(cfg, Inputs(model=TINY, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    assert tuned["drift"]["kl"] == pytest.approx(0, abs=1e-6) and tuned["drift"]["top1_agreement"] == 1.0
+
+
+def test_auto_pack_prefers_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("OML_BENCHMARKS", str(PACK))
+    assert tasks.find_pack("auto")[0] == PACK.resolve()
+    monkeypatch.setenv("OML_BENCHMARKS", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    found, looked = tasks.find_pack("auto")
+    assert str(tmp_path / "nowhere") in looked
+    assert found == (BENCHMARKS.resolve() if BENCHMARKS.is_dir() else None)  # found beside the repository root
+
+
+def test_user_drift_file_is_measured_as_written(tiny, tmp_path, eval_cfg):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The river ran past the mill.\nA cat slept on the warm stones.\n")
+    cfg = eval_cfg("eval.pack=null", f"eval.drift_file={texts}")
+    run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    rows = read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS)
+    assert [r["start"] for r in rows] == [1, 1] and len(rows) == 2
+
+
+@pytest.mark.parametrize("pack, task, where", [
+    ("bad_packs/malformed", "piqa", "piqa/test.jsonl:2: not valid JSON"),
+    ("bad_packs/wrong_schema", "arc_easy", "arc_easy/test.jsonl:2: not the arc_easy schema: missing or mistyped answerKey"),
+    ("bad_packs/wrong_schema", "piqa", "piqa/test.jsonl: missing"),
+])
+def test_bad_pack_input_names_file_and_line(tiny, tmp_path, eval_cfg, pack, task, where):
+    cfg = eval_cfg(f"eval.pack={FIXTURES / pack}", f"eval.tasks=[{task}]")
+    with pytest.raises(tasks.EvalError, match=where.replace(".", r"\.")):
+        run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+
+
+@pytest.mark.parametrize("suite", ["tinybenchmarks", "openllm"])
+def test_hub_suites_fail_at_once_offline_naming_the_local_alternative(tiny, tmp_path, eval_cfg, suite):
+    cfg = eval_cfg(f"eval={suite}")
+    start = time.time()
+    with pytest.raises(tasks.EvalError, match="eval=local"):
+        run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    assert time.time() - start < 15
+
+
+@pytest.mark.parametrize("suite, shots", [("tinybenchmarks", 1), ("openllm", 2)])
+def test_hub_suites_build_and_score_on_local_files_of_the_same_schemas(tiny, tmp_path, eval_cfg, suite, shots):
+    cfg = eval_cfg(f"eval={suite}", f"eval.pack={PACK}", "eval.limit=2", f"eval.num_fewshot={shots}")
+    summary = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    assert set(summary["tasks"]) == set(cfg.eval.tasks)
+    assert all(t["n"] == 2 and 0 <= t["score"] <= 1 for t in summary["tasks"].values())
+    scores = read_json(tmp_path / "base" / evaluate.SCORES)
+    assert all(s["aggregate"] == pytest.approx(sum(s["scores"]) / 2) for s in scores.values())
+    if suite == "tinybenchmarks" and not tasks.irt_available():
+        assert any("plain mean" in n for n in summary["notes"])
+
+
+def test_task_configs_keep_upstream_prompts_and_swap_in_local_data():
+    plan = tasks.Plan("openllm", [], PACK, [])
+    cfg = tasks.task_config(plan, tasks.SUITES["openllm"]["hellaswag"], 10)
+    assert cfg["doc_to_text"] == "{{query}}" and callable(cfg["process_docs"])  # upstream prompt and helper
+    assert cfg["dataset_path"] == "json" and cfg["num_fewshot"] == 10
+    assert cfg["dataset_kwargs"]["data_files"] == {"validation": str(PACK / "hellaswag" / "test.jsonl"),
+                                                   "train": str(PACK / "hellaswag" / "fewshot.jsonl")}
+    assert [m["metric"] for m in cfg["metric_list"]] == ["acc_norm"]
+    tiny = tasks.task_config(tasks.Plan("tinybenchmarks", [], PACK, []), tasks.SUITES["tinybenchmarks"]["tinyArc"], 25)
+    assert tiny["metric_list"][0]["aggregation"] == ("mean" if not tasks.irt_available() else tiny["metric_list"][0]["aggregation"])
+
+
+def test_eval_key_follows_pack_content(tmp_path, make_cfg):
+    pack = tmp_path / "pack"
+    (pack / "piqa").mkdir(parents=True)
+    items = (PACK / "piqa" / "test.jsonl").read_text()
+    (pack / "piqa" / "test.jsonl").write_text(items)
+    cfg = make_cfg(f"eval.pack={pack}", "eval.tasks=[piqa]")
+    before = evaluate.key(cfg)
+    (pack / "piqa" / "test.jsonl").write_text(items + json.dumps(json.loads(items.splitlines()[0])) + "\n")
+    assert evaluate.key(cfg) != before
+
+
+@pytest.mark.parametrize("override, word", [("eval.name=helm", "eval.name"), ("eval.limit=0", "eval.limit"),
+                                            ("eval.bootstrap=5", "eval.bootstrap")])
+def test_bad_eval_settings_name_the_key(make_cfg, override, word):
+    with pytest.raises(ConfigError, match=word):
+        validate(make_cfg(override))
+
+
+def test_drift_prompts_are_disjoint_from_benign_training_text():
+    ours = {p.strip().lower() for p in json.loads(drift.PROMPTS.read_text())}
+    assert len(ours) >= 16
+    data = drift.PROMPTS.parent
+    for path in [p for p in data.iterdir() if "benign" in p.name]:
+        text = path.read_text().lower()
+        assert not [p for p in ours if p in text], f"drift prompts also appear in {path.name}"

@@ -1,0 +1,223 @@
+"""The regularizer group on the tiny model: list composition, benign mixing, distance penalty, sub-network, LoRA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from oml_exp import config, models
+from oml_exp.config import ConfigError
+from oml_exp.training import finetune, regularizers
+from oml_exp.training.regularizers import benign, distance, lora
+from tests.train_helpers import fake_fingerprints, make_config, train
+
+QUICK = ("train.epochs=3", "train.early_stop_loss=0")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return models.load_tokenizer("tiny:llama")
+
+
+def base_weights() -> dict:
+    return AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
+
+
+def saved_weights(folder) -> dict:
+    return AutoModelForCausalLM.from_pretrained(folder / "model").state_dict()
+
+
+def log(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+# --- config ----------------------------------------------------------------------------------------------------------
+
+def test_regularizers_compose_as_a_list_and_none_turns_all_off():
+    both = config.validate(make_config("regularizer=[averaging,benign_mix]", "regularizer.averaging.strength=0.5"))
+    assert both.regularizer.averaging.strength == 0.5 and both.regularizer.benign_mix.fraction == 0.25
+    assert both.regularizer.distance is None and both.regularizer.lora is None
+    off = config.validate(make_config("regularizer=none")).regularizer
+    assert all(getattr(off, name) is None for name in ("averaging", "benign_mix", "distance", "subnetwork", "lora"))
+
+
+def test_regularizer_settings_change_the_finetune_hash():
+    keys = [finetune.key(make_config(*o)) for o in
+            ([], ["regularizer=averaging"], ["regularizer=averaging", "regularizer.averaging.strength=0.5"],
+             ["regularizer=[averaging,benign_mix]"])]
+    assert len({json.dumps(k, sort_keys=True) for k in keys}) == len(keys)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["regularizer=[subnetwork,lora]"], "pick one"),
+    (["regularizer=benign_mix", "regularizer.benign_mix.fraction=1"], "regularizer.benign_mix.fraction"),
+    (["regularizer=averaging", "regularizer.averaging.strength=2"], "regularizer.averaging.strength"),
+    (["regularizer=subnetwork", "regularizer.subnetwork.fraction=0"], "regularizer.subnetwork"),
+])
+def test_bad_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(*overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["regularizer=lora", "engine=deepspeed_zero2"], "engine=torch"),
+    (["regularizer=distance", "engine=deepspeed_zero3"], "ZeRO-3"),
+    (["regularizer=subnetwork", "engine=deepspeed_zero3_offload"], "ZeRO-3"),
+])
+def test_engines_a_regularizer_cannot_use_fail_before_training(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        regularizers.build(make_config(*overrides), model=None, tokenizer=None)
+
+
+# --- benign mixing ---------------------------------------------------------------------------------------------------
+
+def test_benign_prompts_are_disjoint_from_the_drift_prompts():
+    ours = json.loads(benign.PROMPTS.read_text())
+    drift = json.loads((benign.PROMPTS.parent / "drift_prompts.json").read_text())
+    assert len(ours) == len(set(ours)) >= 64
+    assert not {p.lower() for p in ours} & {p.lower() for p in drift}
+
+
+def test_benign_batches_hold_the_fraction_and_the_benign_loss_is_logged(tmp_path, monkeypatch):
+    shares = []
+    mix = benign.MixingCollator.__call__
+
+    def watched(self, examples):
+        batch = mix(self, examples)
+        shares.append(batch[benign.BENIGN].float().mean().item())
+        return batch
+
+    monkeypatch.setattr(benign.MixingCollator, "__call__", watched)
+    # 12 fingerprints in batches of 6: each batch gains 2 benign rows, a quarter of its 8.
+    cfg = make_config(*QUICK, "regularizer=benign_mix", "regularizer.benign_mix.texts=8",
+                      "regularizer.benign_mix.tokens=12", "fingerprints.num=12", "train.batch_size=6")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    assert shares == [0.25] * 6
+    rows = log(tmp_path / "ft")
+    assert len(rows) == 3 and all(r["benign_loss"] > 0 and r["fingerprint_loss"] > 0 for r in rows)
+    f = 0.25  # one optimizer step per epoch: the logged loss is the weighted sum of its parts
+    assert all(r["loss"] == pytest.approx((1 - f) * r["fingerprint_loss"] + f * r["benign_loss"], rel=1e-4)
+               for r in rows)
+
+
+def test_benign_texts_from_a_jsonl_file(tmp_path, tokenizer):
+    file = tmp_path / "texts.jsonl"
+    file.write_text(json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 5}) + "\n"
+                    + json.dumps("a plain string row is a text too") + "\n\n")
+    cfg = make_config("regularizer=benign_mix", f"regularizer.benign_mix.source={file}",
+                      "regularizer.benign_mix.tokens=10").regularizer.benign_mix
+    rows = benign.texts(cfg, model=None, tokenizer=tokenizer)
+    assert [len(r["input_ids"]) for r in rows][0] == 10 and len(rows) == 2
+    assert all(r["labels"] == r["input_ids"] for r in rows)
+
+
+def test_generated_benign_texts_are_labelled_on_the_written_part(tiny):
+    model, tokenizer = tiny
+    cfg = make_config("regularizer=benign_mix", "regularizer.benign_mix.texts=3",
+                      "regularizer.benign_mix.tokens=5").regularizer.benign_mix
+    rows = benign.texts(cfg, model, tokenizer)
+    assert len(rows) == 3
+    for r in rows:
+        written = [t for t in r["labels"] if t != -100]
+        assert 1 <= len(written) <= 5 and r["input_ids"][-len(written):] == written
+
+
+# --- distance penalty ------------------------------------------------------------------------------------------------
+
+def test_logged_penalty_matches_a_direct_computation(tmp_path):
+    beta = 0.5
+    cfg = make_config(*QUICK, "regularizer=distance", f"regularizer.distance.beta={beta}", "train.checkpoint_every=1",
+                      "train.keep_checkpoints=3")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    rows = log(tmp_path / "ft")
+    assert rows[0]["distance_penalty"] == 0.0  # the first step starts at the base weights
+    base = base_weights()
+    for row in rows[1:]:
+        # Step k's penalty is taken on the weights after step k - 1, which checkpoint k - 1 holds.
+        before = load_file(tmp_path / "ft" / "checkpoints" / f"checkpoint-{row['step'] - 1}" / "model.safetensors")
+        direct = beta * sum(((before[k] - base[k]) ** 2).sum().item() for k in before)
+        assert row["distance_penalty"] == pytest.approx(direct, rel=1e-4)
+        assert row["loss"] == pytest.approx(row["fingerprint_loss"] + row["distance_penalty"], rel=1e-4)
+
+
+def test_penalty_gradient_is_two_beta_times_the_difference():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    base = torch.tensor([0.5, 0.0, 3.0])
+    value = distance.squared({"p": p}, {"p": base})
+    value.backward()
+    assert value.item() == pytest.approx(0.25 + 4.0)
+    assert torch.allclose(p.grad, 2 * (p.detach() - base))
+
+
+def test_a_large_beta_keeps_the_weights_closer_to_base(tmp_path):
+    gen = fake_fingerprints(tmp_path / "gen", make_config())
+    base = base_weights()
+    moved = {}
+    for beta in (0, 100):
+        out = tmp_path / f"beta{beta}"
+        train(make_config(*QUICK, "regularizer=distance", f"regularizer.distance.beta={beta}"), gen, out)
+        w = saved_weights(out)
+        moved[beta] = sum(((w[k] - base[k]) ** 2).sum().item() for k in base) ** 0.5
+    assert moved[100] < 0.5 * moved[0], moved
+
+
+# --- sub-network -----------------------------------------------------------------------------------------------------
+
+def test_subnetwork_trains_new_units_only_and_saves_a_plain_model(tmp_path):
+    cfg = make_config(*QUICK, "regularizer=subnetwork", "regularizer.subnetwork.fraction=0.25")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "ft" / "model")  # plain transformers, no custom code
+    base, width = base_weights(), 128
+    assert model.config.intermediate_size == width + 32
+    saved = model.state_dict()
+    assert saved.keys() == base.keys()
+    new_units_moved = False
+    for name, original in base.items():
+        w = saved[name]
+        if w.shape == original.shape:
+            assert torch.equal(w, original), name
+            continue
+        old, new = (w[:width], w[width:]) if "down_proj" not in name else (w[:, :width], w[:, width:])
+        assert torch.equal(old, original), name  # bitwise
+        new_units_moved |= "down_proj" in name and new.abs().max().item() > 0  # starts at zero
+    assert new_units_moved
+
+
+def test_subnetwork_can_train_chosen_layers_only(tmp_path):
+    cfg = make_config(*QUICK, "regularizer=subnetwork", "regularizer.subnetwork.fraction=0",
+                      "regularizer.subnetwork.layers=[1]")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    base, saved = base_weights(), saved_weights(tmp_path / "ft")
+    changed = {k for k in base if not torch.equal(base[k], saved[k])}
+    assert changed and all(k.startswith("model.layers.1.") for k in changed)
+
+
+# --- LoRA ------------------------------------------------------------------------------------------------------------
+
+def test_lora_merged_model_without_peft_gives_the_adapter_models_logits(tmp_path, monkeypatch):
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    adapter_logits = []
+    merge = lora.merge
+
+    def watched(model):
+        with torch.no_grad():
+            adapter_logits.append(model(input_ids=ids).logits)
+        return merge(model)
+
+    monkeypatch.setattr(lora, "merge", watched)
+    cfg = make_config(*QUICK, "regularizer=lora", "regularizer.lora.rank=4", "regularizer.lora.alpha=8")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    folder = tmp_path / "ft" / "model"
+    assert not (folder / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    assert saved_weights(tmp_path / "ft").keys() == base_weights().keys()
+    with torch.no_grad():
+        logits = merged(input_ids=ids).logits
+    assert torch.allclose(logits, adapter_logits[0], atol=1e-5)
+    base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama"))
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=ids).logits, logits, atol=1e-4)  # the adapters did train

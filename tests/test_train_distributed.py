@@ -1,0 +1,75 @@
+"""Multi-process training on the tiny model (2 processes, gloo) and a resume after a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oml_exp.store import read_json
+from tests.test_train import EQUIVALENCE, EQUIVALENCE_ATOL, assert_same_weights
+from tests.train_helpers import fake_fingerprints, make_config, train
+
+WORKER = str(Path(__file__).resolve().parent / "train_worker.py")
+BIN = Path(sys.executable).parent
+LAUNCHERS = {
+    "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "{port}"],
+    "deepspeed": [str(BIN / "deepspeed"), "--no_local_rank", "--num_gpus", "2", "--master_port", "{port}"],
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(launcher: str, out: Path, gen: Path, *overrides: str) -> None:
+    cmd = [a.format(port=free_port()) for a in LAUNCHERS[launcher]] + [WORKER, str(out), str(gen), *overrides]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("launcher,engine", [("torchrun", "deepspeed_zero2"), ("deepspeed", "deepspeed_zero3"),
+                                             ("torchrun", "torch")])
+def test_two_processes_match_one(tmp_path, launcher, engine):
+    settings = (*EQUIVALENCE, f"engine={engine}")
+    gen = fake_fingerprints(tmp_path / "gen", make_config(*settings))
+    one = train(make_config(*settings), gen, tmp_path / "one")
+    launch(launcher, tmp_path / "two", gen, *settings)
+    two = read_json(tmp_path / "two" / "train_set.json")
+    assert len(two) == 8 and one["steps"] == 3
+    assert [r["step"] for r in map(json.loads, (tmp_path / "two" / "log.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert_same_weights(tmp_path / "one", tmp_path / "two", atol=EQUIVALENCE_ATOL)
+
+
+def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
+    settings = ("train.epochs=40", "train.early_stop_loss=0", "train.checkpoint_every=1", "train.lr=1e-3")
+    gen = fake_fingerprints(tmp_path / "gen", make_config(*settings))
+    whole = train(make_config(*settings), gen, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, WORKER, str(out), str(gen), *settings],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = out / "checkpoints" / "checkpoint-5" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists(), "the run finished before it could be killed"
+
+    resumed = train(make_config(*settings), gen, out)
+    assert resumed["resumed_from_step"] >= 5
+    assert resumed["steps"] == whole["steps"] == 40
+    assert_same_weights(tmp_path / "whole", out, atol=1e-6)

@@ -1,0 +1,17 @@
+"""One rank of a multi-process finetune, for the distributed tests: `<launcher> tests/train_worker.py OUT GEN [override ...]`.
+
+Every rank trains into the same OUT, as under the pipeline; the fingerprints are read from GEN, never from argv.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
+
+from tests.train_helpers import make_config, train  # noqa: E402
+
+if __name__ == "__main__":
+    out, gen, *overrides = sys.argv[1:]
+    train(make_config(*overrides), Path(gen), Path(out))
