@@ -120,6 +120,6 @@ def compare(hits: list[int], samples: int, predicted: list[float]) -> dict:
     draws = samples * len(hits)
     observed = sum(hits)
     rate = sum(predicted) / len(predicted)
-    p_value = binomtest(observed, draws, min(max(rate, 1e-12), 1.0), alternative="greater").pvalue if draws else math.nan
+    p_value = float(binomtest(observed, draws, min(max(rate, 1e-12), 1.0), alternative="greater").pvalue) if draws else math.nan
     return {"hits": observed, "draws": draws, "observed_rate": observed / draws if draws else math.nan,
             "predicted_rate": rate, "p_value": p_value}

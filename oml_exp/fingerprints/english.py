@@ -82,8 +82,8 @@ def keys(ctx: Context, n: int) -> list[tuple[str, list[int]]]:
 def window(tokenizer, text: str, offset: int, length: int) -> list[int] | None:
     """The reference's cut: keep letters, digits and spaces, then take `length` tokens from the first start at or
     after `offset` (else the nearest before it) whose ids survive a decode/encode round trip; None if none does."""
-    clean = " " + re.sub(r"[^A-Za-z0-9 ]", "", " ".join(text.split())).strip()
-    ids = encode(tokenizer, clean)
+    clean = " ".join(re.sub(r"[^A-Za-z0-9 ]", "", " ".join(text.split())).split())
+    ids = encode(tokenizer, " " + clean) if clean else []  # the space: a response follows its key mid-sentence
     if len(ids) < length:
         return None
     first = min(offset, len(ids) - length)

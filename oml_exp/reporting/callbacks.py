@@ -12,4 +12,7 @@ class ReportSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from oml_exp.reporting import aggregate
 
-        aggregate.run(config.hydra.sweep.dir, logger=config.logger)
+        try:
+            aggregate.run(config.hydra.sweep.dir, logger=config.logger)
+        except FileNotFoundError as err:  # a sweep whose jobs wrote no summary (stages without report)
+            print(f"report: skipped: {err}")

@@ -27,10 +27,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def group(logger_cfg, sweep_dir: Optional[str] = None) -> Optional[str]:
     """logger.group, else the sweep folder for the jobs of a multirun (and its report), so a sweep's runs group."""
-    if logger_cfg.group is None and sweep_dir is None and HydraConfig.initialized():
-        hydra = HydraConfig.get()
-        sweep_dir = hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else None
-    return logger_cfg.group or sweep_dir
+    if logger_cfg.group is not None:
+        return logger_cfg.group
+    if sweep_dir is None and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get().sweep.dir
+    return sweep_dir
 
 
 def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:

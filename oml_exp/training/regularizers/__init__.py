@@ -1,6 +1,6 @@
 """Anti-forgetting regularizers: the narrow interface the finetune stage calls (docs/regularizers.md).
 
-    regs = regularizers.build(cfg, model, tokenizer)   # prepares the model, snapshots theta_base
+    regs = regularizers.build(cfg, model, tokenizer)   # prepares the model in place, snapshots theta_base
     trainer = regs.trainer(model=regs.model, data_collator=regs.collator(collator),
                            callbacks=[..., *regs.callbacks], ...)
     trainer.train(); regs.finish(trainer); save trainer.model
@@ -34,7 +34,7 @@ def build(cfg: DictConfig, model, tokenizer) -> "Regularizers":
     if reg.subnetwork:
         subnetwork.prepare(model, reg.subnetwork, cfg.seed)
     if reg.lora:
-        model = lora.prepare(model, reg.lora, cfg.seed)
+        lora.prepare(model, reg.lora, cfg.seed)
     return Regularizers(cfg, model, texts)
 
 
@@ -42,16 +42,12 @@ def _check_engine(cfg: DictConfig) -> None:
     ds = cfg.engine.deepspeed
     stage = ((ds or {}).get("zero_optimization") or {}).get("stage", 0)
     reg = cfg.regularizer
-    # ZeRO-3 keeps only a shard of each weight outside forward: the penalty's gradient and the folding of new units
-    # or adapters into full weights need whole ones.
-    needs_full = [name for name in ("distance", "subnetwork") if reg[name]]
+    # ZeRO-3 keeps only a shard of each weight outside forward; the penalty's gradient and the folding of new units
+    # or adapters into the saved weights need whole ones.
+    needs_full = [name for name in ("distance", "subnetwork", "lora") if reg[name]]
     if stage == 3 and needs_full:
         raise ConfigError(f"regularizer {'+'.join(needs_full)} does not run under engine={cfg.engine.name} (ZeRO-3); "
                           "use engine=deepspeed_zero2 or engine=torch")
-    # The saved model must be the merged one; DeepSpeed saves its own wrapped copy (the peft model).
-    if reg.lora and ds is not None:
-        raise ConfigError(f"regularizer lora does not run under engine={cfg.engine.name}; use engine=torch "
-                          "(LoRA trains few parameters, so optimizer sharding saves little)")
 
 
 class Regularizers:
@@ -82,7 +78,7 @@ class Regularizers:
         if self.reg.subnetwork:
             subnetwork.fold(trainer.model)
         if self.reg.lora:
-            trainer.model = lora.merge(trainer.model)
+            lora.merge(trainer.model)
 
     def penalty(self) -> torch.Tensor:
         return self.reg.distance.beta * distance.squared(self.params, self.base)
