@@ -67,9 +67,10 @@ def test_each_strategy_writes_a_valid_pool(make_cfg, tmp_path, tiny, strategy, e
     assert stat.S_IMODE(os.stat(tmp_path / "out" / schema.FILE).st_mode) == 0o600
 
 
-def test_same_seed_same_bytes_other_seed_other_file(make_cfg, tmp_path):
+@pytest.mark.parametrize("strategy", [["strategy=perinucleus"], ["strategy=english", WRITER]])
+def test_same_seed_same_bytes_other_seed_other_file(make_cfg, tmp_path, strategy):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        gen(make_cfg, tmp_path, f"fingerprints.seed={seed}", name=name)
+        gen(make_cfg, tmp_path, *strategy, f"fingerprints.seed={seed}", name=name)
     files = {name: (tmp_path / name / schema.FILE).read_bytes() for name in "abc"}
     assert files["a"] == files["b"]
     assert files["a"] != files["c"]

@@ -34,6 +34,15 @@ def assert_same_weights(a, b, atol=1e-5):
     assert worst <= atol, f"weights differ by up to {worst}"
 
 
+def all_recalled(out, tokenizer) -> bool:
+    """Whether the saved model recalls every example of the stage's train_set.json (greedy exact match)."""
+    examples = [{"input_ids": r["prompt_ids"] + r["response_ids"],
+                 "labels": [data.IGNORE] * len(r["prompt_ids"]) + r["response_ids"]}
+                for r in read_json(out / "train_set.json")]
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    return all(recalled(model, examples, data.Collator(tokenizer.pad_token_id)))
+
+
 # --- data and labels -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -136,11 +145,7 @@ def test_run_embeds_fingerprints_and_writes_the_stage_folder(tmp_path, tokenizer
     assert read_json(out / "config.json")["config"]["train"]["lr"] == cfg.train.lr
     assert not (out / "checkpoints").exists()
 
-    model = AutoModelForCausalLM.from_pretrained(out / "model")
-    trained = read_json(out / "train_set.json")
-    examples = [{"input_ids": r["prompt_ids"] + r["response_ids"],
-                 "labels": [data.IGNORE] * len(r["prompt_ids"]) + r["response_ids"]} for r in trained]
-    assert all(recalled(model, examples, data.Collator(tokenizer.pad_token_id)))
+    assert all_recalled(out, tokenizer)
     text = json.dumps(summary)
     assert not any(row["effective_key"] in text for row in json.loads((gen / "fingerprints.json").read_text()))
 
@@ -178,6 +183,13 @@ def test_deepspeed_single_process_matches_torch(tmp_path, engine):
     base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
     moved = max((w - base[k]).abs().max().item() for k, w in weights(tmp_path / engine).items())
     assert moved > 20 * EQUIVALENCE_ATOL
+
+
+def test_gradient_checkpointing_changes_memory_not_weights(tmp_path):
+    gen = fake_fingerprints(tmp_path / "gen", make_config(*EQUIVALENCE))
+    train(make_config(*EQUIVALENCE), gen, tmp_path / "plain")
+    train(make_config(*EQUIVALENCE, "train.gradient_checkpointing=true"), gen, tmp_path / "checkpointed")
+    assert_same_weights(tmp_path / "plain", tmp_path / "checkpointed", atol=EQUIVALENCE_ATOL)
 
 
 def test_engines_that_cannot_run_here_fail_at_start_naming_the_fix():
@@ -222,3 +234,13 @@ def test_a_killed_run_resumes_to_the_same_weights_and_step_count(tmp_path, monke
     assert_same_weights(tmp_path / "whole", tmp_path / "killed", atol=1e-6)
     log = (tmp_path / "killed" / "log.jsonl").read_text().splitlines()
     assert len(log) == 4  # the steps before the kill stay in the log
+
+
+@pytest.mark.slow
+def test_default_recipe_embeds_16_fingerprints_in_smollm2_within_8_steps(tmp_path):
+    cfg = make_config("model=smollm2_135m", "train.lr=3e-4", "train.batch_size=16", "train.epochs=8",
+                      "fingerprints.num=16", "fingerprints.key_length=16")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert all_recalled(out, models.load_tokenizer(cfg.model.path))
+    assert summary["steps"] <= 8

@@ -55,7 +55,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
     ds = engines.deepspeed_config(cfg, device, dtype)
     # Mixed precision keeps fp32 master weights: load fp32, compute in bf16 (the Trainer's autocast or DeepSpeed).
     model, tokenizer = models.load(inputs.model, cfg.device, "float32")
-    regs = regularizers.build(cfg, model, tokenizer)  # may wrap the model (lora) or widen it (subnetwork)
+    regs = regularizers.build(cfg, model, tokenizer)  # adapts the model in place (subnetwork, lora)
     dataset, truncated = _dataset(cfg, tokenizer, schema.load(inputs.fingerprints, cfg.fingerprints.num))
     collator = data.Collator(tokenizer.pad_token_id, tokenizer.padding_side)
     args = arguments(cfg, out / CHECKPOINTS, len(dataset), device, dtype, ds)
@@ -162,7 +162,8 @@ def _save_model(trainer, tokenizer, folder: Path, dtype: torch.dtype) -> None:
 
 def _summary(cfg, trainer, collator, seconds, truncated, resume, dtype) -> dict:
     state = trainer.state
-    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    # The fingerprint part of the loss when a regularizer adds to it (the early stop watches the same value).
+    losses = [e.get("fingerprint_loss", e["loss"]) for e in state.log_history if "loss" in e]
     return {
         "fingerprints": cfg.fingerprints.num,
         "steps": state.global_step,

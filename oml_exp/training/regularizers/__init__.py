@@ -105,24 +105,27 @@ class RegularizedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         regs = self.regularizers
         is_benign = inputs.pop(benign.BENIGN, None)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        token_loss, counted = _token_losses(outputs.logits, labels)
-        fingerprint = ~is_benign if is_benign is not None else torch.ones(len(labels), dtype=torch.bool,
-                                                                           device=labels.device)
-        loss = self._part("fingerprint_loss", token_loss, counted, fingerprint)
-        if is_benign is not None and is_benign.any():
+        if is_benign is None or not is_benign.any():
+            loss = self._mean_loss("fingerprint_loss", model, inputs)
+        else:
+            # Two forward passes, so that the short fingerprint rows are not padded to the long benign texts.
             f = regs.reg.benign_mix.fraction
-            loss = (1 - f) * loss + f * self._part("benign_loss", token_loss, counted, is_benign)
+            loss = ((1 - f) * self._mean_loss("fingerprint_loss", model, _rows(inputs, ~is_benign))
+                    + f * self._mean_loss("benign_loss", model, _rows(inputs, is_benign)))
         if regs.reg.distance and self._penalty_step != self.state.global_step:
             self._penalty_step = self.state.global_step
             penalty = regs.penalty().to(loss.device)
             self._record("distance_penalty", penalty)
             loss = loss + penalty * self.current_gradient_accumulation_steps
-        return (loss, outputs) if return_outputs else loss
+        return (loss, None) if return_outputs else loss
 
-    def _part(self, name: str, token_loss, counted, rows) -> torch.Tensor:
-        mean = token_loss[rows].sum() / counted[rows].sum().clamp(min=1)
+    def _mean_loss(self, name: str, model, inputs: dict) -> torch.Tensor:
+        """Next-token loss averaged over the labelled tokens of these rows."""
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        targets = inputs["labels"][:, 1:]
+        total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                                reduction="sum")
+        mean = total / (targets != IGNORE).sum().clamp(min=1)
         self._record(name, mean)
         return mean
 
@@ -142,10 +145,7 @@ class RegularizedTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def _token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position next-token loss (0 where not labelled) and the mask of labelled positions."""
-    targets = labels[:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                           reduction="none").view(targets.shape)
-    return loss, targets != IGNORE
-
+def _rows(inputs: dict, rows: torch.Tensor) -> dict:
+    """These rows of the batch, without the columns that are padding in all of them."""
+    columns = inputs["attention_mask"][rows].bool().any(0)
+    return {name: value[rows][:, columns] for name, value in inputs.items()}
