@@ -101,24 +101,33 @@ class EnglishRandomResponsesConfig(EnglishConfig):
 
 
 @dataclass
-class PerinucleusConfig(StrategyConfig):
+class KeyedStrategyConfig(StrategyConfig):
+    """A strategy that makes responses for keys written by another strategy."""
+
+    key_strategy: str = "random_word"  # the strategy that writes the keys: random_word or english
+    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.key_strategy in KEY_STRATEGIES,
+                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
+
+
+@dataclass
+class PerinucleusConfig(KeyedStrategyConfig):
     name: str = "perinucleus"
     # The model whose next-token distribution picks responses (same tokenizer); null = the fingerprinted model.
     generator: Optional[str] = None
     threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
     width: int = 3  # draw uniformly among this many tokens just past the nucleus
     responses_per_key: int = 1
-    key_strategy: str = "random_word"  # the strategy that writes the keys: random_word or english
-
-    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
         _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
-        _require(self.responses_per_key >= 1, f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
-        _require(self.key_strategy in KEY_STRATEGIES,
-                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
+        _require(self.responses_per_key >= 1,
+                 f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
 
 
 @dataclass
@@ -142,19 +151,15 @@ class CustomConfig(PerinucleusConfig):
 
 
 @dataclass
-class ChainHashConfig(StrategyConfig):
+class ChainHashConfig(KeyedStrategyConfig):
     """Chain & Hash: each key's answer is picked among `candidates` answers by a hash of all keys and answers."""
 
     name: str = "chain_hash"
     candidates: int = 256
-    key_strategy: str = "random_word"
-    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.candidates >= 2, f"strategy.candidates must be >= 2, got {self.candidates}")
-        _require(self.key_strategy in KEY_STRATEGIES,
-                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
 
 
 @dataclass
@@ -308,6 +313,7 @@ class AugmentationConfig:
 class CheckConfig:
     batch_size: int = 64  # prompts per forward pass
     templates: list = field(default_factory=lambda: ["plain", "train", "heldout"])  # prompt template sets checked
+    max_templates: Optional[int] = 12  # per set, evenly spaced through its file; null = all
     chat: list = field(default_factory=lambda: [False, True])  # chat-template modes checked besides the trained one
     temperatures: list = field(default_factory=lambda: [0.7, 1.0])  # sampled success on the fingerprinted model
     samples: int = 8  # sampled continuations per fingerprint and setting
@@ -318,6 +324,8 @@ class CheckConfig:
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, f"check.batch_size must be >= 1, got {self.batch_size}")
         _require(self.samples >= 1, f"check.samples must be >= 1, got {self.samples}")
+        _require(self.max_templates is None or self.max_templates >= 1,
+                 f"check.max_templates must be >= 1 or null, got {self.max_templates}")
         bad = [s for s in self.templates if s not in ("plain", "train", "heldout")]
         _require(not bad, f"check.templates: unknown set(s) {bad}; choose from plain, train, heldout")
         bad = [p for p in self.fp_sampling if p not in ("ordinary", "adversarial")]

@@ -120,3 +120,13 @@ def test_check_key_changes_with_check_settings_only(check_cfg):
 def test_bad_check_settings_name_the_key(check_cfg, override, word):
     with pytest.raises(ConfigError, match=word):
         check_cfg(override)
+
+
+@pytest.mark.slow
+def test_teacher_forced_greedy_equals_generate_on_smollm2(smollm2):
+    model, tok = smollm2
+    rows = fabricate(model, tok, 16, response_length=8, key_lengths=(16, 11))
+    scored = scoring.score(model, [(prompts.build(tok, r["key_ids"]), r["response_ids"]) for r in rows],
+                           tok.pad_token_id, batch_size=8)
+    assert [s.exact for s in scored] == [i % 2 == 0 for i in range(16)]
+    assert all(s.hits[:-1] == [True] * 7 and s.ranks[-1] >= 1 for s in scored[1::2])

@@ -60,3 +60,10 @@ def test_a_broken_template_file_names_the_entry(tmp_path):
     bad.write_text('[{"category": "x", "system": "s", "wrapper": "no key here"}]')
     with pytest.raises(templates.TemplateError, match="entry 0"):
         templates.load(bad)
+
+
+def test_a_template_limit_spreads_over_the_whole_file():
+    rows = [{"category": f"c{i}", "system": "", "wrapper": "{key}"} for i in range(53)]
+    picked = [i for i, _ in templates.spread(rows, 12)]
+    assert len(picked) == 12 and picked[0] == 0 and picked[-1] >= 45
+    assert [i for i, _ in templates.spread(rows, None)] == list(range(53))

@@ -105,8 +105,22 @@ def test_hub_suites_fail_at_once_offline_naming_the_local_alternative(tiny, tmp_
     assert time.time() - start < 15
 
 
+@pytest.fixture
+def short_generations(monkeypatch):
+    """GSM8K answers of 4 tokens: the random tiny model would otherwise write the full 256 for every item."""
+    build = tasks.task_config
+
+    def short(*args):
+        cfg = build(*args)
+        if "generation_kwargs" in cfg:
+            cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": 4}
+        return cfg
+    monkeypatch.setattr(tasks, "task_config", short)
+
+
 @pytest.mark.parametrize("suite, shots", [("tinybenchmarks", 1), ("openllm", 2)])
-def test_hub_suites_build_and_score_on_local_files_of_the_same_schemas(tiny, tmp_path, eval_cfg, suite, shots):
+def test_hub_suites_build_and_score_on_local_files_of_the_same_schemas(tiny, tmp_path, eval_cfg, short_generations,
+                                                                       suite, shots):
     cfg = eval_cfg(f"eval={suite}", f"eval.pack={PACK}", "eval.limit=2", f"eval.num_fewshot={shots}")
     summary = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
     assert set(summary["tasks"]) == set(cfg.eval.tasks)

@@ -33,8 +33,8 @@ def key(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, inputs, out: Path) -> dict:
     fingerprints = schema.load(inputs.fingerprints, cfg.fingerprints.num)
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
-    variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat),
-                                         cfg.fingerprints.chat_template, tokenizer.chat_template is not None)
+    variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat), cfg.fingerprints.chat_template,
+                                         tokenizer.chat_template is not None, cfg.check.max_templates)
     responses = [fp["response_ids"] + ([tokenizer.eos_token_id] if cfg.train.eos else []) for fp in fingerprints]
     checker = Checker(cfg, tokenizer, fingerprints, responses)
 

@@ -67,8 +67,17 @@ def available(sets: list[str]) -> tuple[dict[str, list[dict]], list[str]]:
     return found, notes
 
 
-def variants(sets: list[str], chat_modes: list[bool], trained_chat: bool, has_chat_template: bool):
-    """All variants to check, the headline variant first, and notes on what was left out and why."""
+def spread(rows: list[dict], limit: Optional[int]) -> list[tuple[int, dict]]:
+    """At most `limit` templates, evenly spaced through the file so that every stretch of categories is sampled."""
+    picked = range(len(rows)) if limit is None or limit >= len(rows) else \
+        sorted({round(i * len(rows) / limit) for i in range(limit)})
+    return [(i, rows[i]) for i in picked]
+
+
+def variants(sets: list[str], chat_modes: list[bool], trained_chat: bool, has_chat_template: bool,
+             limit: Optional[int] = None):
+    """All variants to check (at most `limit` templates per set), the headline variant first, and notes on what was
+    left out and why."""
     templates, notes = available(sets)
     modes = [trained_chat] + [m for m in dict.fromkeys(chat_modes) if m != trained_chat]
     if not has_chat_template and True in modes[1:]:
@@ -79,5 +88,5 @@ def variants(sets: list[str], chat_modes: list[bool], trained_chat: bool, has_ch
         if "plain" in sets or chat == trained_chat:
             out.append(Variant("plain", "plain", "plain", chat))
         for set_name, rows in templates.items():
-            out += [Variant(set_name, f"{row['category']}-{i}", row["category"], chat, row) for i, row in enumerate(rows)]
+            out += [Variant(set_name, f"{row['category']}-{i}", row["category"], chat, row) for i, row in spread(rows, limit)]
     return out, notes

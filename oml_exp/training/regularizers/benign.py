@@ -15,6 +15,7 @@ import torch
 
 from oml_exp.checking.scoring import left_pad
 from oml_exp.config import ConfigError
+from oml_exp.training import distributed
 from oml_exp.training.data import IGNORE
 
 BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
@@ -106,7 +107,8 @@ class MixingCollator:
         self.inner = inner
         self.texts = texts
         self.fraction = fraction
-        self.rng = random.Random(seed)
+        # Each process of a multi-process run draws its own sequence, so ranks mix different texts.
+        self.rng = random.Random(f"{seed}/{distributed.rank()}")
         self.order: list[int] = []
 
     def __call__(self, examples: list[dict]) -> dict:
