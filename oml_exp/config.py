@@ -282,7 +282,7 @@ class LoraConfig:
 
 @dataclass
 class RegularizerConfig:
-    """Anti-forgetting regularizers; each is off (null) unless its file is picked: regularizer=[averaging,benign_mix]."""
+    """Anti-forgetting regularizers, each off (null) unless its file is picked: regularizer=[averaging,benign_mix]."""
 
     averaging: Optional[AveragingConfig] = None
     benign_mix: Optional[BenignMixConfig] = None

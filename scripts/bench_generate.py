@@ -1,7 +1,7 @@
 """Benchmark: perinucleus responses batched over keys vs one key per forward pass.
 
     .venv/bin/python scripts/bench_generate.py                       # 1024 keys of 16 tokens on SmolLM2, 3 repeats
-    .venv/bin/python scripts/bench_generate.py --keys 256 --repeats 2 --model tiny:llama
+    .venv/bin/python scripts/bench_generate.py --keys 128 --threads 1 --model tiny:llama
 
 Both ways run the same code (oml_exp.fingerprints.perinucleus.responses) on the same random-word keys; only
 strategy.batch_size differs. Repeats are interleaved (batched, single, batched, single, ...) so that load from other
@@ -36,6 +36,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    # Thread count changes the picture on a shared CPU: with 2 threads on 2 busy cores, every small op of a one-key
+    # forward waits for both threads, which slows the unbatched way far more than the batched one.
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     return p.parse_args()
 
 
@@ -56,6 +59,7 @@ def timed(ctx: Context, keys: list[list[int]], batch_size: int) -> tuple[float, 
 
 def main() -> None:
     args = parse()
+    torch.set_num_threads(args.threads)
     ctx = context(args)
     keys = [ids for _, ids in random_word.keys(ctx, args.keys)]
     timed(ctx, keys[:2], 2)  # load the model and warm up, outside the timings

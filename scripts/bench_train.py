@@ -161,7 +161,10 @@ def main() -> None:
     results = {"command": " ".join(sys.argv), "model": args.model, "fingerprints": args.num,
                "threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
     for part in args.parts.split(","):
+        before = os.getloadavg()[1]
         results[part] = parts[part](args, gen)
+        # Other users of a shared machine show up here: compare timings only between runs of similar load.
+        results[part]["load_average_5min"] = [round(before, 2), round(os.getloadavg()[1], 2)]
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")  # keep what finished if a later part dies
     print(json.dumps(results, indent=2))
 

@@ -5,7 +5,7 @@ import pytest
 
 from oml_exp.fingerprints import schema
 from tests.conftest import SMOLLM2
-from tests.test_generate import KEYS, assert_outside_nucleus, gen, write_json
+from tests.test_generate import KEYS, assert_outside_nucleus, gen, one_thread, write_json  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 

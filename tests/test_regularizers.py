@@ -1,4 +1,4 @@
-"""The regularizer group on the tiny model: list composition, benign mixing, distance penalty, sub-network, LoRA."""
+"""The regularizer group on the tiny model: list composition, engine checks, benign mixing, distance penalty."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -67,3 +68,16 @@ def test_lora_merged_model_without_peft_gives_the_adapter_models_logits(tmp_path
     base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama"))
     with torch.no_grad():
         assert not torch.allclose(base(input_ids=ids).logits, logits, atol=1e-4)  # the adapters did train
+
+
+# --- under DeepSpeed -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("regularizer", ["subnetwork", "lora"])
+def test_zero2_saves_the_same_plain_model_as_torch(tmp_path, regularizer):
+    settings = ("train.epochs=2", "train.early_stop_loss=0", "train.lr=1e-3", f"regularizer={regularizer}")
+    gen = fake_fingerprints(tmp_path / "gen", make_config(*settings))
+    for engine in ("torch", "deepspeed_zero2"):
+        train(make_config(*settings, f"engine={engine}"), gen, tmp_path / engine)
+    one, other = saved_weights(tmp_path / "torch"), saved_weights(tmp_path / "deepspeed_zero2")
+    assert one.keys() == other.keys() == base_weights().keys()
+    assert max((one[k] - other[k]).abs().max().item() for k in one) <= 1e-5

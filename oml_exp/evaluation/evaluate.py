@@ -80,8 +80,8 @@ def irt_notes(scores: dict) -> list[str]:
     tiny = [name for name, s in scores.items() if name.startswith("tiny") and s["aggregation"] == "mean"]
     if not tiny:
         return []
-    return [f"{', '.join(tiny)}: plain mean, not the IRT estimate (install the tinyBenchmarks package: "
-            "pip install git+https://github.com/felipemaiapolo/tinyBenchmarks)"]
+    return [f"{', '.join(tiny)}: plain mean, not the IRT estimate (that needs the 100 curated Hub items, no "
+            "eval.limit, and pip install git+https://github.com/felipemaiapolo/tinyBenchmarks)"]
 
 
 def table(summary: dict) -> str:

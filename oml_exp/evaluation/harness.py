@@ -27,14 +27,14 @@ def score(model, tokenizer, plan: tasks.Plan, eval_cfg) -> dict:
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
     results = simple_evaluate(model=lm, tasks=list(specs.values()), limit=eval_cfg.limit, bootstrap_iters=0,
                               log_samples=True, task_manager=TaskManager(include_defaults=False), verbosity="WARNING")
-    return {spec.name: _task_scores(results, cfg["task"], spec) for spec, cfg in specs.items()}
+    return {spec.name: _task_scores(results, cfg["task"], spec, plan) for spec, cfg in specs.items()}
 
 
-def _task_scores(results: dict, task: str, spec: tasks.TaskSpec) -> dict:
+def _task_scores(results: dict, task: str, spec: tasks.TaskSpec, plan: tasks.Plan) -> dict:
     samples = sorted((s for s in results["samples"][task] if s["filter"] == spec.filter), key=lambda s: s["doc_id"])
     return {"metric": spec.metric, "filter": spec.filter, "n": len(samples),
             "aggregate": float(results["results"][task][f"{spec.metric},{spec.filter}"]),
-            "aggregation": "irt" if spec.upstream.startswith("tinyBenchmarks") and tasks.irt_available() else "mean",
+            "aggregation": "irt" if plan.irt else "mean",
             "scores": [float(s[spec.metric]) for s in samples],
             "doc_hashes": [s["doc_hash"] for s in samples]}
 

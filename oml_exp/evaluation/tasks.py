@@ -109,6 +109,8 @@ class Plan:
     specs: list[TaskSpec]
     pack: Optional[Path]
     notes: list[str]
+    # tinyBenchmarks' IRT estimate: only on its own 100 curated items (Hub data, no limit) with its package installed.
+    irt: bool = False
 
     def fewshot(self, spec: TaskSpec, override: Optional[int]) -> int:
         return spec.fewshot if override is None else override
@@ -123,7 +125,8 @@ def plan(eval_cfg) -> Plan:
         raise EvalError(f"eval.tasks: {unknown} not in suite {eval_cfg.name!r}; known: {list(suite)}")
     specs = [suite[t] for t in eval_cfg.tasks]
     if eval_cfg.name in HUB_SUITES and eval_cfg.pack is None:
-        return Plan(eval_cfg.name, specs, None, [])
+        irt = eval_cfg.name == "tinybenchmarks" and eval_cfg.limit is None and irt_available()
+        return Plan(eval_cfg.name, specs, None, [], irt)
     pack, looked = find_pack(eval_cfg.pack)
     if pack is None:
         return Plan(eval_cfg.name, [], None, [f"no benchmark pack found (looked in {', '.join(looked)}): utility "
@@ -193,15 +196,15 @@ def task_config(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict:
         cfg.pop(grouping, None)
     cfg["task"] = f"oml_{plan_.suite}_{spec.name}"
     cfg["num_fewshot"] = fewshot
-    cfg["metric_list"] = [_metric(m) for m in cfg["metric_list"] if m["metric"] == spec.metric]
+    cfg["metric_list"] = [_metric(m, plan_.irt) for m in cfg["metric_list"] if m["metric"] == spec.metric]
     if plan_.pack is not None:
         _use_local_files(cfg, files(plan_, spec, fewshot))
     return resolve_functions(cfg)
 
 
-def _metric(entry: dict) -> dict:
-    """IRT aggregation (tinyBenchmarks) only when its package is installed; the plain mean otherwise."""
-    if isinstance(entry.get("aggregation"), FunctionRef) and not irt_available():
+def _metric(entry: dict, irt: bool) -> dict:
+    """tinyBenchmarks' IRT aggregation where the plan allows it; the plain mean otherwise."""
+    if isinstance(entry.get("aggregation"), FunctionRef) and not irt:
         return {**entry, "aggregation": "mean"}
     return entry
 

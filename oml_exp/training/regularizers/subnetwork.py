@@ -46,8 +46,8 @@ def prepare(model: nn.Module, cfg, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     for i, layer in enumerate(layers):
         if not all(hasattr(layer.mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-            raise ConfigError(f"regularizer.subnetwork widens gated MLPs (gate_proj, up_proj, down_proj: Llama, Mistral,"
-                              f" Gemma, Qwen); {type(layer.mlp).__name__} is not one; use regularizer=lora")
+            raise ConfigError("regularizer.subnetwork widens gated MLPs (gate_proj, up_proj, down_proj: Llama, "
+                              f"Mistral, Gemma, Qwen); {type(layer.mlp).__name__} is not one; use regularizer=lora")
         layer.mlp = WidenedMLP(layer.mlp, extra, generator)
         # Every layer is widened, so one intermediate size fits all; unchosen layers keep a zero down-projection.
         layer.mlp.requires_grad_(False)
