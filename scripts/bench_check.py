@@ -50,8 +50,9 @@ def one_generate_each(model, rows, pad_id):
 
 @torch.inference_mode()
 def single_forward(model, rows):
-    ids = torch.tensor([prompt + response for prompt, response in rows])
-    model(input_ids=ids, logits_to_keep=len(rows[0][1]) + 1, use_cache=False)
+    # The same tokens the check feeds (the last response token predicts nothing), unpadded, in one call.
+    ids = torch.tensor([prompt + response[:-1] for prompt, response in rows])
+    model(input_ids=ids, logits_to_keep=len(rows[0][1]), use_cache=False)
 
 
 def timed(fn) -> float:

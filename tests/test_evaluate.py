@@ -87,7 +87,8 @@ def test_user_drift_file_is_measured_as_written(tiny, tmp_path, eval_cfg):
 
 @pytest.mark.parametrize("pack, task, where", [
     ("bad_packs/malformed", "piqa", "piqa/test.jsonl:2: not valid JSON"),
-    ("bad_packs/wrong_schema", "arc_easy", "arc_easy/test.jsonl:2: not the arc_easy schema: missing or mistyped answerKey"),
+    ("bad_packs/wrong_schema", "arc_easy",
+     "arc_easy/test.jsonl:2: not the arc_easy schema: missing or mistyped answerKey"),
     ("bad_packs/wrong_schema", "piqa", "piqa/test.jsonl: missing"),
 ])
 def test_bad_pack_input_names_file_and_line(tiny, tmp_path, eval_cfg, pack, task, where):

@@ -104,6 +104,15 @@ def test_benign_batches_hold_the_fraction_and_the_benign_loss_is_logged(tmp_path
                for r in rows)
 
 
+def test_early_stop_watches_the_fingerprint_loss_alone(tmp_path):
+    # The weights move far at this learning rate: the penalty keeps the total loss above the threshold.
+    cfg = make_config("regularizer=distance", "regularizer.distance.beta=0.001")
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    last = log(tmp_path / "ft")[-1]
+    assert summary["early_stopped"] and summary["steps"] < cfg.train.epochs
+    assert summary["final_loss"] == last["fingerprint_loss"] < cfg.train.early_stop_loss < last["loss"]
+
+
 def test_benign_texts_from_a_jsonl_file(tmp_path, tokenizer):
     file = tmp_path / "texts.jsonl"
     file.write_text(json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 5}) + "\n"

@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 from transformers import (GenerationConfig, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
-from oml_exp.checking.scoring import last_logits, left_pad
+from oml_exp.checking.scoring import left_pad, teacher_forced_logits
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,7 @@ def hit_probabilities(model, rows: list[tuple[list[int], list[int]]], settings_:
     probs: dict[str, list[float]] = {s.name: [] for s in settings_}
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
-        longest = max(len(response) for _, response in batch)
-        logits = last_logits(model, [p + r for p, r in batch], longest + 1, pad_id)
-        for row_logits, (_, response) in zip(logits, batch):
-            preds = row_logits[-len(response) - 1:-1]
+        for preds, (_, response) in zip(teacher_forced_logits(model, batch, pad_id), batch):
             target = torch.tensor(response, device=preds.device)[:, None]
             for s in settings_:
                 # The warpers only read input_ids for penalties, which no setting here uses.
@@ -116,10 +113,13 @@ def hit_probabilities(model, rows: list[tuple[list[int], list[int]]], settings_:
 
 
 def compare(hits: list[int], samples: int, predicted: list[float]) -> dict:
-    """Observed sampled hits against the predicted rate; p = chance of at least this many hits if the prediction holds."""
+    """Observed sampled hits against the predicted rate; p = the chance of at least this many hits if the prediction
+    holds (a tiny p says the model says the responses more often than its logits explain)."""
     draws = samples * len(hits)
     observed = sum(hits)
     rate = sum(predicted) / len(predicted)
-    p_value = float(binomtest(observed, draws, min(max(rate, 1e-12), 1.0), alternative="greater").pvalue) if draws else math.nan
+    p_value = math.nan
+    if draws:
+        p_value = float(binomtest(observed, draws, min(max(rate, 1e-12), 1.0), alternative="greater").pvalue)
     return {"hits": observed, "draws": draws, "observed_rate": observed / draws if draws else math.nan,
             "predicted_rate": rate, "p_value": p_value}

@@ -5,8 +5,9 @@ predicts a response token equals that token: each greedy step sees exactly the p
 batched forward pass over all fingerprints replaces one `generate` call per fingerprint, and the same logits give the
 rank and probability of every response token (for false positives) at no extra cost.
 
-Rows are left-padded so every response ends at the last position: the model then computes logits only for the last
-few positions (`logits_to_keep`), which skips the vocabulary projection for the whole prompt.
+Rows are left-padded so every row ends at the last position: the model then computes logits only for the last few
+positions (`logits_to_keep`), which skips the vocabulary projection for the whole prompt. The last response token
+is never fed in, since nothing is predicted from it.
 """
 
 from __future__ import annotations
@@ -63,13 +64,17 @@ def score(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_siz
     return results
 
 
-def score_batch(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[Scored]:
+def teacher_forced_logits(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[torch.Tensor]:
+    """Per row, the logits [len(response), vocab] that predict each response token from the true prefix."""
     longest = max(len(response) for _, response in rows)
-    # Position t predicts token t+1, so the response's predictions sit one step left of the response itself.
-    logits = last_logits(model, [prompt + response for prompt, response in rows], longest + 1, pad_id)
+    # Position t predicts token t+1: prompt + response[:-1] ends exactly at the prediction of the last response token.
+    logits = last_logits(model, [prompt + response[:-1] for prompt, response in rows], longest, pad_id)
+    return [row_logits[-len(response):] for row_logits, (_, response) in zip(logits, rows)]
+
+
+def score_batch(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[Scored]:
     out = []
-    for row_logits, (_, response) in zip(logits, rows):
-        preds = row_logits[-len(response) - 1:-1]
+    for preds, (_, response) in zip(teacher_forced_logits(model, rows, pad_id), rows):
         target = torch.tensor(response, device=preds.device)
         chosen = preds.gather(1, target[:, None])
         out.append(Scored(hits=(preds.argmax(-1) == target).tolist(),

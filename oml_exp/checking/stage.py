@@ -33,19 +33,20 @@ def key(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, inputs, out: Path) -> dict:
     fingerprints = schema.load(inputs.fingerprints, cfg.fingerprints.num)
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
-    variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat), cfg.fingerprints.chat_template,
-                                         tokenizer.chat_template is not None, cfg.check.max_templates)
+    variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat),
+                                         cfg.fingerprints.chat_template, tokenizer.chat_template is not None,
+                                         cfg.check.max_templates)
     responses = [fp["response_ids"] + ([tokenizer.eos_token_id] if cfg.train.eos else []) for fp in fingerprints]
     checker = Checker(cfg, tokenizer, fingerprints, responses)
 
-    greedy = checker.greedy(model, variants, "fingerprinted")
+    greedy = checker.greedy(model, variants, "checked")
     summary = {"model": inputs.model, "fingerprints": len(fingerprints), "chat_template": variants[0].chat,
                **rates(greedy[variants[0]]), "variants": {v.label: rates(s) for v, s in greedy.items()},
                "sets": set_rates(greedy), "notes": notes}
-    results = checker.rows("fingerprinted", greedy)
+    results = checker.rows("checked", greedy)
     if cfg.check.temperatures:
         summary["sampling"], sampled_rows = checker.sampled(
-            model, variants[0], [sampling.Setting(float(t)) for t in cfg.check.temperatures], "fingerprinted")
+            model, variants[0], [sampling.Setting(float(t)) for t in cfg.check.temperatures], "checked")
         results += sampled_rows
     del model
     for name, spec in false_positive_models(cfg, inputs, notes):
@@ -144,7 +145,8 @@ def set_rates(greedy: dict[templates.Variant, list[Scored]]) -> dict:
 def rank_stats(scored: list[Scored]) -> dict:
     """Greedy hits, top-10 hits (every response token ranked below 10) and the worst token's rank per fingerprint."""
     worst = [max(s.ranks) for s in scored]
-    return {**rates(scored), "top10_hits": sum(r < 10 for r in worst), "top10_rate": sum(r < 10 for r in worst) / len(worst),
+    top10 = sum(r < 10 for r in worst)
+    return {**rates(scored), "top10_hits": top10, "top10_rate": top10 / len(worst),
             "median_rank": statistics.median(worst)}
 
 

@@ -88,5 +88,6 @@ def variants(sets: list[str], chat_modes: list[bool], trained_chat: bool, has_ch
         if "plain" in sets or chat == trained_chat:
             out.append(Variant("plain", "plain", "plain", chat))
         for set_name, rows in templates.items():
-            out += [Variant(set_name, f"{row['category']}-{i}", row["category"], chat, row) for i, row in spread(rows, limit)]
+            out += [Variant(set_name, f"{row['category']}-{i}", row["category"], chat, row)
+                    for i, row in spread(rows, limit)]
     return out, notes

@@ -84,4 +84,5 @@ def measure(base, model, rows: list[dict], pad_id: int) -> dict:
 
 def _logprobs(model, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
     ids, mask, positions = left_pad(seqs, pad_id, model.device)
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits.float().log_softmax(-1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    return logits.float().log_softmax(-1)

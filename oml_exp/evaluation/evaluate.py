@@ -22,7 +22,8 @@ DRIFT_TEXTS = "drift_texts.json"
 
 
 def key(cfg: DictConfig) -> dict:
-    return {"eval": OmegaConf.to_container(cfg.eval, resolve=True), **harness.pack_digest(tasks.plan(cfg.eval), cfg.eval)}
+    return {"eval": OmegaConf.to_container(cfg.eval, resolve=True),
+            **harness.pack_digest(tasks.plan(cfg.eval), cfg.eval)}
 
 
 def run(cfg: DictConfig, inputs, out: Path) -> dict:

@@ -164,7 +164,8 @@ def files(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict[str, Path]:
 def validate(path: Path, spec: TaskSpec) -> None:
     """Check that every line of a pack file is a JSON object with the task's fields; name the file and line if not."""
     if not path.is_file():
-        raise EvalError(f"{path}: missing (task {spec.name} needs it; see ../shared/benchmarks/README.md for the layout)")
+        raise EvalError(f"{path}: missing (task {spec.name} needs it; the layout is <task>/test.jsonl and "
+                        "<task>/fewshot.jsonl, as in ../shared/benchmarks)")
     fields = {**SCHEMAS[schema_name(spec.folder)], **dict(spec.extra_fields)}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -178,7 +179,8 @@ def validate(path: Path, spec: TaskSpec) -> None:
                 raise EvalError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
             wrong = [f"{k} ({_type_names(t)})" for k, t in fields.items() if not isinstance(item.get(k), t)]
             if wrong:
-                raise EvalError(f"{path}:{number}: not the {spec.folder} schema: missing or mistyped {', '.join(wrong)}")
+                raise EvalError(f"{path}:{number}: not the {spec.folder} schema: "
+                                f"missing or mistyped {', '.join(wrong)}")
 
 
 def schema_name(folder: str) -> str:
