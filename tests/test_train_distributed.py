@@ -16,6 +16,7 @@ from oml_exp.store import read_json
 from tests.test_train import EQUIVALENCE, EQUIVALENCE_ATOL, assert_same_weights
 from tests.train_helpers import fake_fingerprints, make_config, train
 
+ENV = dict(os.environ)
 WORKER = str(Path(__file__).resolve().parent / "train_worker.py")
 BIN = Path(sys.executable).parent
 LAUNCHERS = {
@@ -32,11 +33,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_env() -> dict:
+    """The environment from before any test trained: in-process runs leave rendezvous and accelerate variables."""
+    return {**ENV, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+
+
 def launch(launcher: str, out: Path, gen: Path, *overrides: str) -> None:
     cmd = [a.format(port=free_port()) for a in LAUNCHERS[launcher]] + [WORKER, str(out), str(gen), *overrides]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -60,14 +64,15 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, WORKER, str(out), str(gen), *settings],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     checkpoint = out / "checkpoints" / "checkpoint-5" / "trainer_state.json"
     deadline = time.time() + 120
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "model").exists(), "the run finished before it could be killed"
 
     resumed = train(make_config(*settings), gen, out)
     assert resumed["resumed_from_step"] >= 5

@@ -78,12 +78,15 @@ def responses(ctx: Context, key_ids: list[list[int]], per_key: int) -> list[list
     """For each key, `per_key` (response_ids, response_prob) pairs."""
     s, tok, model = ctx.strategy, ctx.tokenizer, ctx.generator
     prefix, suffix = prompts.frame(tok, ctx.fp.chat_template)
-    rng, ok = ctx.rng("perinucleus"), acceptable(tok)
-    out = []
+    ok = acceptable(tok)
+    out: list = []
     for batch in batches(key_ids, s.batch_size, "perinucleus"):
         inputs = [prefix + k + suffix for k in batch]
         probs = next_token_probs(model, inputs, tok.pad_token_id)
-        firsts = [pick(p, rng, s.threshold, s.width, per_key, ok) for p in probs]
+        # One random stream per key: when float rounding (which changes with the batch shape) alters one key's
+        # draws, the keys after it keep theirs.
+        firsts = [pick(p, ctx.rng(f"perinucleus/{len(out) + i}"), s.threshold, s.width, per_key, ok)
+                  for i, p in enumerate(probs)]
         found = [[([t], [float(p[t])]) for t in f] for p, f in zip(probs, firsts)]
         for _ in range(ctx.fp.response_length - 1):
             _extend(model, tok, [(p, r) for p, key_found in zip(inputs, found) for r in key_found])
