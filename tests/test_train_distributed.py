@@ -64,13 +64,13 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, WORKER, str(out), str(gen), *settings],
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"),
                             start_new_session=True)
     checkpoint = out / "checkpoints" / "checkpoint-5" / "trainer_state.json"
     deadline = time.time() + 120
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
+    assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'stderr').read_text()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 

@@ -49,9 +49,15 @@ def headline(results: dict) -> dict:
     if check is not None:
         out["success_rate"] = check.summary.get("success_rate")
         out["token_accuracy"] = check.summary.get("token_accuracy")
+        heldout = (check.summary.get("sets") or {}).get("raw/heldout")
+        if heldout:
+            out["heldout_success_rate"] = heldout["mean"]
+        base_fp = (check.summary.get("false_positives") or {}).get("base")
+        if base_fp:
+            out["false_positive_rate"] = base_fp["success_rate"]
     evaluation = results.get("evaluate") or results.get("evaluate_base")
     if evaluation is not None:
-        for name in ("tasks", "drift", "retention", "note"):
+        for name in ("tasks", "drift", "mean", "notes"):
             if name in evaluation.summary:
                 out[name] = evaluation.summary[name]
     finetune = results.get("finetune")
@@ -65,20 +71,25 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
     rows = [("model", summary["model"]), ("fingerprints", f"{summary['fingerprints']} ({summary['strategy']})")]
     if h.get("success_rate") is not None:
         rows.append(("fingerprint success", f"{h['success_rate']:.1%} exact, {h.get('token_accuracy') or 0:.1%} per token"))
+    if h.get("heldout_success_rate") is not None:
+        rows.append(("  under held-out prompts", f"{h['heldout_success_rate']:.1%} (mean over templates)"))
+    if h.get("false_positive_rate") is not None:
+        rows.append(("  false positives (base)", f"{h['false_positive_rate']:.1%} greedy hits on the base model"))
     for task, t in (h.get("tasks") or {}).items():
-        value = f"base {_pct(t.get('base'))}"
-        if t.get("model") is not None:
-            value += f" -> fingerprinted {_pct(t.get('model'))}"
-        if t.get("retention") is not None:
-            lo, hi = t.get("retention_ci") or (None, None)
-            value += f" (retention {t['retention']:.3f}" + (f", 95% CI {lo:.3f}-{hi:.3f})" if lo is not None else ")")
+        value = f"base {_pct(t.get('base', t.get('score')))}"
+        if t.get("fingerprinted") is not None:
+            value += f" -> fingerprinted {_pct(t['fingerprinted'])} (n={t.get('n')})"
+        if t.get("retention") is not None and t["retention"] == t["retention"]:
+            value += f", retention {t['retention']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"
         rows.append((f"utility {task} {t.get('metric', '')}".strip(), value))
     if h.get("drift"):
         d = h["drift"]
         rows.append(("drift vs base", f"top-1 agreement {d.get('top1_agreement', float('nan')):.3f}, "
                                       f"KL {d.get('kl', float('nan')):.4f} nats/token"))
-    if h.get("note"):
-        rows.append(("note", h["note"]))
+    if (h.get("mean") or {}).get("retention") is not None:
+        rows.append(("mean retention", f"{h['mean']['retention']:.3f} over {len(h['tasks'])} tasks"))
+    for note in h.get("notes") or []:
+        rows.append(("note", note))
     rows.append(("stages", ", ".join(f"{n}{' (cached)' if s['skipped'] else ''}"
                                      for n, s in summary["stages"].items())))
     return rows
