@@ -74,7 +74,11 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    resumed = train(make_config(*settings), gen, out)
+    # Rerun as a user would, in a fresh process (an earlier in-process DeepSpeed run leaves accelerate state behind).
+    rerun = subprocess.run([sys.executable, WORKER, str(out), str(gen), *settings], env=child_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resumed = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert resumed["resumed_from_step"] >= 5
     assert resumed["steps"] == whole["steps"] == 40
     assert_same_weights(tmp_path / "whole", out, atol=1e-6)

@@ -3,6 +3,7 @@
 Every rank trains into the same OUT, as under the pipeline; the fingerprints are read from GEN, never from argv.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,4 +15,4 @@ from tests.train_helpers import make_config, train  # noqa: E402
 
 if __name__ == "__main__":
     out, gen, *overrides = sys.argv[1:]
-    train(make_config(*overrides), Path(gen), Path(out))
+    print(json.dumps(train(make_config(*overrides), Path(gen), Path(out))))
