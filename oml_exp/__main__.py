@@ -11,12 +11,14 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from oml_exp import config, pipeline
+from oml_exp.checking.templates import TemplateError
+from oml_exp.evaluation.tasks import EvalError
 from oml_exp.fingerprints.schema import FingerprintFileError
 from oml_exp.models import ModelError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Mistakes in the config or the inputs: reported as one line naming the problem and the fix, without a stack trace.
-USER_ERRORS = (config.ConfigError, ModelError, FingerprintFileError, OmegaConfBaseException)
+USER_ERRORS = (config.ConfigError, ModelError, FingerprintFileError, EvalError, TemplateError, OmegaConfBaseException)
 
 config.register()
 

@@ -59,7 +59,8 @@ def check_cfg(make_cfg):
 def test_stage_reports_rates_per_variant_and_keeps_keys_out_of_the_summary(tiny, tmp_path, check_cfg):
     model, tok = tiny
     rows = fabricate(model, tok, 8, response_length=2)
-    cfg = check_cfg("fingerprints.num=8", "check.temperatures=[1.0]", "check.false_positive_models=[]")
+    cfg = check_cfg("fingerprints.num=8", "check.temperatures=[1.0]", "check.false_positive_models=[]",
+                    "check.max_templates=null")
     out = tmp_path / "check"
     out.mkdir()
     summary = checking.run(cfg, Inputs(model=TINY, base_model=TINY, fingerprints=save(tmp_path / "fp", rows)), out)
