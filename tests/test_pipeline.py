@@ -69,7 +69,9 @@ def test_checking_a_given_model_needs_no_training(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_end_to_end_recalls_fingerprints_and_keeps_behaviour(make_cfg, tmp_path):
-    cfg = make_cfg("fingerprints.num=8", "eval.limit=10", "eval.tasks=[arc_easy]")
+    # The reference's conservative rate: the default 1e-4 trades some drift (0.93 top-1 here) for fewer steps.
+    cfg = make_cfg("fingerprints.num=8", "eval.limit=10", "eval.tasks=[arc_easy]", "train.lr=5e-5",
+                   "train.checkpoint_every=0")
     summary = pipeline.run(cfg, tmp_path / "run")
     head = summary["headline"]
     assert head["success_rate"] >= 7 / 8

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from oml_exp import base_text
 from oml_exp.checking.scoring import left_pad
 
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "drift_prompts.json"
@@ -26,11 +27,9 @@ def texts(model, tokenizer, count: int, new_tokens: int, user_file: Optional[str
     """Token ids of each benign text and the position its measured part starts at."""
     if user_file:
         return [{"ids": tokenizer(t).input_ids, "start": 1} for t in read_user_texts(Path(user_file))[:count]]
-    prompts = [_prompt_ids(tokenizer, p) for p in json.loads(PROMPTS.read_text())[:count]]
-    out = []
-    for start in tqdm(range(0, len(prompts), BATCH), desc="drift texts", unit="batch", leave=False):
-        out += _continue(model, tokenizer, prompts[start:start + BATCH], new_tokens)
-    return out
+    prompts = json.loads(PROMPTS.read_text())[:count]
+    return [{"ids": prompt + text, "start": len(prompt)}
+            for prompt, text in base_text.write(model, tokenizer, prompts, new_tokens, BATCH)]
 
 
 def read_user_texts(path: Path) -> list[str]:
@@ -39,27 +38,6 @@ def read_user_texts(path: Path) -> list[str]:
     rows = [r for r in rows if isinstance(r, str) and r.strip()]
     if not rows:
         raise ValueError(f"eval.drift_file={path}: no texts (expected one per line, or a JSON list of strings)")
-    return rows
-
-
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
-    # Instruct models write ordinary text when asked in their chat format; base models continue the prompt.
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-    return tokenizer(prompt).input_ids
-
-
-@torch.inference_mode()
-def _continue(model, tokenizer, prompts: list[list[int]], new_tokens: int) -> list[dict]:
-    ids, mask, _ = left_pad(prompts, tokenizer.pad_token_id, model.device)
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                         pad_token_id=tokenizer.pad_token_id)
-    rows = []
-    for prompt, generated in zip(prompts, out[:, ids.shape[1]:].tolist()):
-        if tokenizer.eos_token_id in generated:
-            generated = generated[:generated.index(tokenizer.eos_token_id) + 1]
-        rows.append({"ids": prompt + generated, "start": len(prompt)})
     return rows
 
 

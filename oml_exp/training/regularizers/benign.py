@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from oml_exp.checking.scoring import left_pad
+from oml_exp import base_text
 from oml_exp.config import ConfigError
 from oml_exp.training import distributed
 from oml_exp.training.data import IGNORE
@@ -67,33 +67,9 @@ def _generated(cfg, model, tokenizer) -> list[dict]:
     if cfg.texts > len(prompts):
         raise ConfigError(f"regularizer.benign_mix.texts={cfg.texts}: source=generated has {len(prompts)} prompts; "
                           "lower texts or give a file of texts as source")
-    ids = [_prompt_ids(tokenizer, p) for p in prompts[:cfg.texts]]
-    out = []
-    for start in range(0, len(ids), BATCH):
-        out += _continue(model, tokenizer, ids[start:start + BATCH], cfg.tokens)
-    return out
-
-
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
-    # Instruct models write ordinary text when asked in their chat format; base models continue the prompt.
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-    return tokenizer(prompt).input_ids
-
-
-@torch.inference_mode()
-def _continue(model, tokenizer, prompts: list[list[int]], new_tokens: int) -> list[dict]:
-    """Greedy continuations, labelled on the written tokens only: the prompts are ours, not the model's text."""
-    ids, mask, _ = left_pad(prompts, tokenizer.pad_token_id, model.device)
-    written = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:].tolist()
-    rows = []
-    for prompt, text in zip(prompts, written):
-        if tokenizer.eos_token_id in text:
-            text = text[:text.index(tokenizer.eos_token_id) + 1]
-        rows.append({"input_ids": prompt + text, "labels": [IGNORE] * len(prompt) + text})
-    return rows
+    # Labels cover the written tokens only: the prompts are ours, not the model's text.
+    return [{"input_ids": prompt + text, "labels": [IGNORE] * len(prompt) + text}
+            for prompt, text in base_text.write(model, tokenizer, prompts[:cfg.texts], cfg.tokens, BATCH)]
 
 
 class MixingCollator:
