@@ -21,6 +21,7 @@ BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
 SMOLLM2 = "embedded:smollm2-135m-instruct"
 
 config.register()
+CLEAN_ENV = dict(os.environ)
 
 
 def compose_config(overrides: list[str], output_dir: Path):
@@ -28,6 +29,12 @@ def compose_config(overrides: list[str], output_dir: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def subprocess_env() -> dict:
+    """The environment from before any test ran: in-process DeepSpeed runs leave rendezvous (RANK, MASTER_PORT) and
+    accelerate variables behind, which would make a child process (a CLI run, a sweep) join a dead process group."""
+    return dict(CLEAN_ENV)
 
 
 @pytest.fixture

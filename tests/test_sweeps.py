@@ -16,7 +16,7 @@ import pytest
 
 from oml_exp.reporting import aggregate
 
-from .conftest import ROOT
+from .conftest import ROOT, subprocess_env
 
 SWEEP_NAME = "scalability_cpu"
 # Utility measurement is left out to keep this fast; the report's utility columns are tested on fixtures.
@@ -45,7 +45,7 @@ def swept(tmp_path_factory):
     sweep = out / "sweeps" / SWEEP_NAME
     logs = []
     with open(out / "first.log", "w") as log:
-        first = subprocess.Popen(sweep_command(out), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        first = subprocess.Popen(sweep_command(out), cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = time.time() + 300
         while not job_summaries(sweep) and first.poll() is None and time.time() < deadline:
@@ -57,11 +57,11 @@ def swept(tmp_path_factory):
     finished_folders = {stage["folder"] for s in after_kill.values() for stage in s["stages"].values()}
     stamps = {f: os.stat(f).st_mtime_ns for f in finished_folders}
 
-    rerun = subprocess.run(sweep_command(out), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(sweep_command(out), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     logs.append(rerun.stdout + rerun.stderr)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after_rerun = job_summaries(sweep)
-    submitit = subprocess.run(sweep_command(out, "hydra/launcher=submitit_local"), cwd=ROOT, capture_output=True,
+    submitit = subprocess.run(sweep_command(out, "hydra/launcher=submitit_local"), cwd=ROOT, env=subprocess_env(), capture_output=True,
                               text=True, timeout=600)
     logs.append(submitit.stdout + submitit.stderr)
     assert submitit.returncode == 0, submitit.stderr[-3000:]
