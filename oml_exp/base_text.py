@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from oml_exp.checking.scoring import left_pad
+from oml_exp.padding import left_pad
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:

@@ -17,7 +17,8 @@ from scipy.stats import binomtest
 from transformers import (GenerationConfig, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
-from oml_exp.checking.scoring import left_pad, teacher_forced_logits
+from oml_exp.checking.scoring import teacher_forced_logits
+from oml_exp.padding import left_pad
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from oml_exp.padding import left_pad
 
 
 @dataclass
@@ -29,18 +30,6 @@ class Scored:
     @property
     def exact(self) -> bool:
         return all(self.hits)
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask and position_ids of left-padded sequences (positions count real tokens only)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
 
 
 @torch.inference_mode()

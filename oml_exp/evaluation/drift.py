@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from oml_exp import base_text
-from oml_exp.checking.scoring import left_pad
+from oml_exp.padding import left_pad
 
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "drift_prompts.json"
 BATCH = 8

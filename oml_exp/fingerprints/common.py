@@ -10,7 +10,6 @@ import functools
 import random
 from dataclasses import dataclass, field
 
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -100,17 +99,6 @@ def key_text(tokenizer, key_ids: list[int]) -> str:
 
 def batches(items: list, size: int, label: str):
     return tqdm([items[i:i + size] for i in range(0, len(items), size)], desc=label, unit="batch", leave=False)
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), left-padded so every sequence ends in the last column."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, seq in enumerate(sequences):
-        ids[i, width - len(seq):] = torch.tensor(seq)
-        mask[i, width - len(seq):] = 1
-    return ids, mask
 
 
 def distinct_draws(rng: random.Random, population: list[int], length: int, n: int, what: str,

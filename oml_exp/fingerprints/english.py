@@ -15,7 +15,8 @@ import torch
 
 from oml_exp.config import ConfigError
 from oml_exp.fingerprints import random_word
-from oml_exp.fingerprints.common import Context, batches, decode, encode, left_pad, pair_rows, round_trips
+from oml_exp.fingerprints.common import Context, batches, decode, encode, pair_rows, round_trips
+from oml_exp.padding import left_pad
 
 ROUNDS = 4  # writing rounds to replace texts too short to use or repeating a key
 
@@ -42,12 +43,12 @@ def chat_prompt(tokenizer, text: str) -> list[int]:
 
 @torch.inference_mode()
 def sample(model, tokenizer, prompts: list[list[int]], new_tokens: int, temperature: float, seed: int) -> list[str]:
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    ids, mask, _ = left_pad(prompts, tokenizer.pad_token_id, model.device)
     devices = [model.device] if model.device.type == "cuda" else []
     # generate() samples from torch's global generator: fork it, so the seed stays local to this call.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
                              temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
                              pad_token_id=tokenizer.pad_token_id)
     return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)

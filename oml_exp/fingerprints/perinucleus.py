@@ -18,7 +18,8 @@ import torch
 
 from oml_exp.config import ConfigError
 from oml_exp.fingerprints import keysource, prompts
-from oml_exp.fingerprints.common import Context, batches, decode, left_pad, round_trips, row
+from oml_exp.fingerprints.common import Context, batches, decode, round_trips, row
+from oml_exp.padding import left_pad
 
 GREEDY_CANDIDATES = 64  # how far down the ranking a greedy continuation looks for a round-trippable token
 
@@ -26,11 +27,8 @@ GREEDY_CANDIDATES = 64  # how far down the ranking a greedy continuation looks f
 @torch.inference_mode()
 def next_token_probs(model, sequences: list[list[int]], pad_id: int) -> torch.Tensor:
     """[len(sequences), vocab] float64 probabilities of the token after each sequence, in one forward pass."""
-    ids, mask = left_pad(sequences, pad_id)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    device = model.device
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   logits_to_keep=1).logits[:, -1]
+    ids, mask, positions = left_pad(sequences, pad_id, model.device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
     return logits.double().softmax(-1).cpu()
 
 
