@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from oml_exp import models
 from oml_exp.config import STAGES
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
-from oml_exp.training import distributed
+from oml_exp import distributed
 
 MODULES = {
     "generate": "oml_exp.fingerprints.generate",

@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp.store import write_json, write_text
-from oml_exp.training import distributed
+from oml_exp import distributed
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp.config import ConfigError
-from oml_exp.training import distributed
+from oml_exp import distributed
 
 
 def deepspeed_config(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dict | None:

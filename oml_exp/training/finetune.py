@@ -24,7 +24,8 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from oml_exp import models
 from oml_exp.fingerprints import schema
 from oml_exp.store import file_digest, write_json, write_jsonl
-from oml_exp.training import augmentation, data, distributed, engines, regularizers
+from oml_exp import distributed
+from oml_exp.training import augmentation, data, engines, regularizers
 
 # The pipeline keeps a killed build's folder (its checkpoints) and runs this stage on every rank of a launcher.
 RESUMABLE = True

@@ -15,7 +15,7 @@ import torch
 
 from oml_exp import base_text
 from oml_exp.config import ConfigError
-from oml_exp.training import distributed
+from oml_exp import distributed
 from oml_exp.training.data import IGNORE
 
 BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
