@@ -21,10 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from oml_exp import models
+from oml_exp import distributed, models
 from oml_exp.fingerprints import schema
 from oml_exp.store import file_digest, write_json, write_jsonl
-from oml_exp import distributed
 from oml_exp.training import augmentation, data, engines, regularizers
 
 # The pipeline keeps a killed build's folder (its checkpoints) and runs this stage on every rank of a launcher.
