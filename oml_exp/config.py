@@ -213,7 +213,7 @@ class AveragingConfig:
     """After every averaging, each trained parameter becomes (1 - strength) theta + strength theta_base."""
 
     name: str = "averaging"
-    strength: float = 0.75  # the reference's lambda: 0 = no averaging, 1 = undo all training
+    strength: float = 0.05  # the reference's lambda (0.75 there, per epoch of many steps): 0 = off, 1 = undo
     every: Optional[int] = None  # optimizer steps between averagings; null = at the end of every epoch
 
     def __post_init__(self) -> None:

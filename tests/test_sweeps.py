@@ -108,6 +108,14 @@ def test_the_runs_and_the_report_of_a_sweep_form_one_wandb_group(swept):
         assert bytes([len(group)]) + group in path.read_bytes(), f"{path} is not in the sweep's group"
 
 
+def test_a_rerun_job_resumes_its_wandb_run(swept):
+    # The sweep ran three times; each job folder (and the report) logged offline each time, always under one run id.
+    for folder in [swept["sweep"] / "0", swept["sweep"] / "1", swept["sweep"] / "report"]:
+        ids = {p.name.rsplit("-", 1)[1] for p in (folder / "wandb").glob("offline-run-*")}
+        assert len(ids) == 1, f"{folder} logged {len(ids)} different W&B runs"
+    assert len({p.name.rsplit("-", 1)[1] for p in swept["sweep"].glob("*/wandb/offline-run-*")}) == 3
+
+
 def test_no_key_in_wandb_files_or_logs(swept):
     secrets = set()
     for path in (swept["out"] / "stages" / "generate").glob("*/fingerprints.json"):

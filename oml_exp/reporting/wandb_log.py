@@ -6,6 +6,7 @@ summaries. The run is written offline unless logger.mode=online.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Optional
 
@@ -34,12 +35,18 @@ def group(logger_cfg, sweep_dir: Optional[str] = None) -> Optional[str]:
     return sweep_dir
 
 
+def run_id(folder: Path) -> str:
+    """One W&B run per folder: a job that runs again (a sweep rerun after a kill) resumes its run, not a new one."""
+    return hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+
+
 def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
     import wandb
 
     run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg),
                      tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir),
-                     config=summary["config"], name=run_dir.name, reinit="finish_previous")
+                     config=summary["config"], name=run_dir.name, reinit="finish_previous",
+                     id=run_id(run_dir), resume="allow")
     metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
     metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
     run.summary.update(metrics)
@@ -59,7 +66,8 @@ def log_tradeoff(logger_cfg, table, out: Path, sweep_dir: str, images: dict[str,
     stats.insert(0, "series", [aggregate.series_label(table, tuple(r[c] for c in series)) for _, r in stats.iterrows()])
     run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg, sweep_dir),
                      tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(out), job_type="report",
-                     name=f"report {Path(sweep_dir).name}", config={"runs": len(table)}, reinit="finish_previous")
+                     name=f"report {Path(sweep_dir).name}", config={"runs": len(table)}, reinit="finish_previous",
+                     id=run_id(out), resume="allow")
     tradeoff = wandb.Table(dataframe=stats)
     logged = {"tradeoff": tradeoff}
     for metric, title in [("success_rate", "fingerprint success"), ("mean_retention", "utility retention")]:
