@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from oml_exp.config import LoggerConfig
 from oml_exp.reporting import aggregate
@@ -137,6 +138,39 @@ def test_plots_show_what_the_csv_says(sweep, tmp_path):
     assert checked == 4 * 4  # 4 panels (success, held-out, retention, drift) x 4 series
     assert files["tradeoff"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "system_prompts" not in files, "no augmentation axis here: no system-prompt table"
+
+
+def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):
+    # A regularizer comparison: one count, settings side by side, each bar the seed mean with the sd as its error bar.
+    root = tmp_path / "regularizers"
+    settings = {"none": {}, "averaging": {"averaging": {"name": "averaging", "strength": 0.05}},
+                "averaging+benign_mix": {"averaging": {"name": "averaging", "strength": 0.05},
+                                         "benign_mix": {"name": "benign_mix", "fraction": 0.25}}}
+    for i, (name, reg) in enumerate(settings.items()):
+        for seed in (0, 1):
+            write_run(root, f"{name}{seed}", fake_summary(num=64, seed=seed, regularizer=reg,
+                                                         success=0.9 - i / 10 - seed / 20, retention=0.9 + i / 20))
+    files = aggregate.run(root, tmp_path / "out")
+    csv = pd.read_csv(files["csv"])
+    fig = aggregate.plot_tradeoff(files["csv"], tmp_path / "again.png")
+    success = next(ax for ax in fig.axes if ax.get_title() == dict(aggregate.PANELS)["success_rate"])
+    labels = [t.get_text() for t in success.get_xticklabels()]
+    assert sorted(labels) == sorted(settings)
+    expected = csv.groupby("regularizer")["success_rate"].mean()
+    assert [p.get_height() for p in success.patches] == pytest.approx([expected[name] for name in labels])
+    spread = csv.groupby("regularizer")["success_rate"].std()
+    errorbars = [c for c in success.containers if isinstance(c, ErrorbarContainer)]
+    spans = [seg[1][1] - seg[0][1] for c in errorbars for seg in c.lines[2][0].get_segments()]
+    assert spans == pytest.approx([2 * spread[name] for name in labels])
+
+
+def test_markdown_lists_each_runs_retention_with_its_interval(sweep, tmp_path):
+    text = aggregate.run(sweep, tmp_path / "report")["markdown"].read_text()
+    section = text.split("## Utility retention per task")[1].split("## Runs")[0]
+    table = pd.read_csv(tmp_path / "report" / aggregate.CSV)
+    first = table.iloc[0]
+    assert f"{first.retention_piqa:.3f} [{first.retention_piqa_lo:.2f}, {first.retention_piqa_hi:.2f}]" in section
+    assert section.count("\n| ") == len(table) + 1, "a header and one row per run"
 
 
 def test_markdown_tables(sweep, tmp_path):

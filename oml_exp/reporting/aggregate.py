@@ -174,7 +174,8 @@ def seed_stats(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def plot_tradeoff(csv: Path, out: Path) -> Optional[plt.Figure]:
-    """Each present panel metric against the number of fingerprints: one line per series, seed spread as error bars.
+    """Each present panel metric against the number of fingerprints: one line per series, seed spread as error bars;
+    with one fingerprint count (a regularizer comparison), one bar per series instead.
     None when the runs measured none of them (e.g. generation only)."""
     table = pd.read_csv(csv)
     panels = [(m, title) for m, title in PANELS if m in table.columns and table[m].notna().any()]
@@ -182,31 +183,48 @@ def plot_tradeoff(csv: Path, out: Path) -> Optional[plt.Figure]:
         return None
     stats = seed_stats(table, [m for m, _ in panels])
     series = series_columns(table)
+    groups = list(stats.groupby(series, dropna=False, sort=True)) if series else [((), stats)]
+    bars = stats["fingerprints"].nunique() == 1 and len(groups) > 1
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (metric, title) in zip(axes.flat, panels):
-        for values, part in (stats.groupby(series, dropna=False, sort=True) if series else [((), stats)]):
-            part = part.dropna(subset=[f"{metric}_mean"]).sort_values("fingerprints")
-            if part.empty:
-                continue
-            ax.errorbar(part["fingerprints"], part[f"{metric}_mean"], yerr=part[f"{metric}_std"], marker="o",
-                        capsize=3, label=series_label(table, values))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(stats["fingerprints"].unique()))
-        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set_xlabel("fingerprints")
+        (_bar_panel if bars else _line_panel)(ax, table, groups, metric)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    if not bars:
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     seeds = sorted({stats["seeds"].min(), stats["seeds"].max()})
-    fig.suptitle(f"{len(table)} runs; mean ± sd over {'-'.join(map(str, seeds))} seed(s) per point", fontsize=10)
+    at = f"{stats['fingerprints'].iloc[0]} fingerprints; " if bars else ""
+    fig.suptitle(f"{len(table)} runs; {at}mean ± sd over {'-'.join(map(str, seeds))} seed(s) per point", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120, bbox_inches="tight")
     return fig
+
+
+def _line_panel(ax, table: pd.DataFrame, groups: list, metric: str) -> None:
+    for values, part in groups:
+        part = part.dropna(subset=[f"{metric}_mean"]).sort_values("fingerprints")
+        if not part.empty:
+            ax.errorbar(part["fingerprints"], part[f"{metric}_mean"], yerr=part[f"{metric}_std"], marker="o",
+                        capsize=3, label=series_label(table, values))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(table["fingerprints"].unique()))
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel("fingerprints")
+
+
+def _bar_panel(ax, table: pd.DataFrame, groups: list, metric: str) -> None:
+    names = [series_label(table, values) for values, _ in groups]
+    for i, ((_, part), name) in enumerate(zip(groups, names)):
+        ax.bar(i, part[f"{metric}_mean"].iloc[0], yerr=part[f"{metric}_std"].iloc[0], capsize=3, label=name)
+    ax.set_xticks(range(len(names)), names, fontsize=8, rotation=25, ha="right")
+    low = min(p.get_height() for p in ax.patches if not math.isnan(p.get_height()))
+    if low > 0.5:  # rates near 1 differ in their last points: start the axis near the lowest bar
+        ax.set_ylim(max(0.0, low - 0.1), None)
 
 
 def system_prompt_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -283,12 +301,29 @@ def markdown(csv: Path, title: str) -> str:
                             _fmt(r["utility_mean"], r["utility_std"]),
                             _fmt(r["mean_retention_mean"], r["mean_retention_std"]), r["seeds"]]
                            for _, r in prompts.iterrows()])
+    lines += retention_table(table)
     per_run = [c for c in ["run", *axes, "seed", "success_rate", "heldout_success", "utility", "mean_retention",
                            "drift_top1", "train_steps"] if c in table.columns]
     lines += ["", "## Runs", ""]
     lines += md_table(per_run, [[_fmt(r[c]) if isinstance(r[c], float) and c not in axes else r[c] for c in per_run]
                                 for _, r in table.iterrows()])
     return "\n".join(lines) + "\n"
+
+
+def retention_table(table: pd.DataFrame) -> list[str]:
+    """Per run and task: fingerprinted / base score on the same items, with its paired bootstrap 95% interval."""
+    tasks = [c[len("retention_"):] for c in table.columns
+             if c.startswith("retention_") and not c.endswith(("_lo", "_hi"))]
+    if not tasks:
+        return []
+    keys = varying(table) + ["seed"]
+
+    def cell(r, task: str) -> str:
+        lo, hi = r.get(f"retention_{task}_lo"), r.get(f"retention_{task}_hi")
+        return _fmt(r[f"retention_{task}"]) + (f" [{lo:.2f}, {hi:.2f}]" if pd.notna(lo) else "")
+
+    return ["", "## Utility retention per task (paired bootstrap 95% interval)", "",
+            *md_table(keys + tasks, [[r[c] for c in keys] + [cell(r, t) for t in tasks] for _, r in table.iterrows()])]
 
 
 def run(root: Path, out: Optional[Path] = None, logger=None) -> dict[str, Path]:
