@@ -196,6 +196,7 @@ def test_system_prompt_table_is_laid_out_like_the_guide(tmp_path):
     fig = aggregate.plot_system_prompts(files["csv"], tmp_path / "p.png")
     heights = sorted(round(bar.get_height(), 4) for bar in fig.axes[0].patches)
     assert heights == [0.475, 0.985]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["smollm2_135m"], "the group names its model"
 
 
 def test_wandb_offline_gets_the_tradeoff_and_no_key(sweep, tmp_path, monkeypatch):

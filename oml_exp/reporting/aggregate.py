@@ -251,7 +251,8 @@ def plot_system_prompts(csv: Path, out: Path) -> Optional[plt.Figure]:
             spread = [part.loc[part["augmentation"] == aug, f"{metric}_std"].mean() for _, part in groups]
             ax.bar([g + i * width for g in range(len(groups))], heights, width, yerr=spread, capsize=3,
                    label=f"augmentation {aug}")
-    names = [", ".join(map(str, k if isinstance(k, tuple) else (k,))) or "all runs" for k, _ in groups]
+    everyone = ", ".join(sorted(map(str, table["model"].unique())))  # the label when nothing but augmentation varies
+    names = [", ".join(map(str, k if isinstance(k, tuple) else (k,))) or everyone for k, _ in groups]
     for ax, title in zip(axes, ["fingerprint success, held-out templates", "utility (mean task score)"]):
         ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], names, fontsize=8, rotation=20, ha="right")
         ax.set_title(title, fontsize=10)
