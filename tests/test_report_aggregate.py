@@ -237,3 +237,11 @@ def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):
     write_run(tmp_path / "gen", "0", summary)
     files = aggregate.run(tmp_path / "gen", tmp_path / "out")
     assert set(files) == {"csv", "markdown"}
+
+
+def test_wandb_run_id_is_one_per_folder_and_experiment(tmp_path):
+    from oml_exp.reporting.wandb_log import run_id
+
+    assert run_id(tmp_path / "0", "generate:a") == run_id(tmp_path / "x" / ".." / "0", "generate:a"), "a rerun resumes"
+    assert run_id(tmp_path / "0", "generate:a") != run_id(tmp_path / "0", "generate:b"), "another experiment, same folder"
+    assert run_id(tmp_path / "0", "generate:a") != run_id(tmp_path / "1", "generate:a")

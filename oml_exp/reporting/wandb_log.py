@@ -35,9 +35,10 @@ def group(logger_cfg, sweep_dir: Optional[str] = None) -> Optional[str]:
     return sweep_dir
 
 
-def run_id(folder: Path) -> str:
-    """One W&B run per folder: a job that runs again (a sweep rerun after a kill) resumes its run, not a new one."""
-    return hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+def run_id(folder: Path, experiment: str = "") -> str:
+    """One W&B run per folder and experiment: a job that runs again (a sweep rerun after a kill) resumes its run
+    instead of adding one, while another experiment written into the same folder gets a run of its own."""
+    return hashlib.sha1(f"{Path(folder).resolve()}|{experiment}".encode()).hexdigest()[:16]
 
 
 def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
@@ -46,7 +47,8 @@ def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
     run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg),
                      tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir),
                      config=summary["config"], name=run_dir.name, reinit="finish_previous",
-                     id=run_id(run_dir), resume="allow")
+                     id=run_id(run_dir, ",".join(stage["hash"] for stage in summary["stages"].values())),
+                     resume="allow")
     metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
     metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
     run.summary.update(metrics)
