@@ -26,6 +26,7 @@ import matplotlib.ticker as ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from oml_exp.reporting.report import experiment  # noqa: E402
 from oml_exp.store import write_text  # noqa: E402
 
 CSV = "runs.csv"
@@ -94,7 +95,7 @@ def row(summary: dict, run: str) -> dict:
     out["mean_retention"] = _mean(out[f"retention_{task}"] for task in tasks)
     drift = head.get("drift") or {}
     out["drift_top1"], out["drift_kl"] = drift.get("top1_agreement"), drift.get("kl")
-    out["stage_hashes"] = ",".join(f"{name}:{s['hash']}" for name, s in sorted(summary["stages"].items()))
+    out["stage_hashes"] = experiment(summary)
     return out
 
 

@@ -42,6 +42,11 @@ def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
     return summary
 
 
+def experiment(summary: dict) -> str:
+    """What makes two runs the same experiment: the stage outputs they used ("check:<hash>,evaluate:<hash>,...")."""
+    return ",".join(f"{name}:{stage['hash']}" for name, stage in sorted(summary["stages"].items()))
+
+
 def headline(results: dict) -> dict:
     """The few numbers a user looks for first: recall, utility before and after, drift."""
     out = {}

@@ -13,6 +13,8 @@ from typing import Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from oml_exp.reporting.report import experiment
+
 
 def flatten(tree: dict, prefix: str = "") -> dict:
     """Nested summaries as W&B's flat scalar keys ("check/success_rate")."""
@@ -47,8 +49,7 @@ def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
     run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg),
                      tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir),
                      config=summary["config"], name=run_dir.name, reinit="finish_previous",
-                     id=run_id(run_dir, ",".join(stage["hash"] for stage in summary["stages"].values())),
-                     resume="allow")
+                     id=run_id(run_dir, experiment(summary)), resume="allow")
     metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
     metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
     run.summary.update(metrics)
