@@ -10,27 +10,48 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from oml_exp import config, pipeline
+from oml_exp import config, distributed, pipeline, runs
 from oml_exp.checking.templates import TemplateError
 from oml_exp.evaluation.tasks import EvalError
 from oml_exp.fingerprints.schema import FingerprintFileError
+from oml_exp.manifest import DamagedEntryError
 from oml_exp.models import ModelError
+from oml_exp.store import WriteError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Mistakes in the config or the inputs: reported as one line naming the problem and the fix, without a stack trace.
-USER_ERRORS = (config.ConfigError, ModelError, FingerprintFileError, EvalError, TemplateError, OmegaConfBaseException)
+USER_ERRORS = (config.ConfigError, ModelError, FingerprintFileError, EvalError, TemplateError, OmegaConfBaseException,
+               DamagedEntryError, WriteError)
 
 config.register()
+runs.register()
+
+
+def main() -> None:
+    """Check what Hydra would only fail on with a traceback, then compose the config and run."""
+    try:
+        config.check_overrides(sys.argv[1:])
+    except config.ConfigError as err:
+        fail(err)
+    job()  # a failed run exits inside (sys.exit), before the group is left: see distributed.leave
+    distributed.leave()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict:
+def job(cfg: DictConfig) -> dict:
     try:
-        config.validate(cfg)
-        return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))  # its preflight validates the config
     except USER_ERRORS as err:
-        print(f"oml-exp: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        fail(err)
+    except OSError as err:
+        if err.errno not in WriteError.ONLY_WRITES:
+            raise
+        fail(WriteError.of(err.filename or "a file", err))  # a save outside the store's own writes: models, checkpoints
+
+
+def fail(err: Exception) -> None:
+    print(f"oml-exp: error: {err}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ the key and the fix. Config groups whose members take different keys (`strategy`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -17,6 +18,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 STAGES = ("generate", "finetune", "check", "evaluate", "report")
 KEY_STRATEGIES = ("random_word", "english")  # strategies that can write keys for another's responses
 RESPONSE_STRATEGIES = ("perinucleus", "random_word", "english")  # and responses for given keys
+DEFAULT_NUM = 16  # fingerprints generated when fingerprints.num is null
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class ConfigError(ValueError):
@@ -42,7 +45,8 @@ class ModelConfig:
 
 @dataclass
 class FingerprintsConfig:
-    num: int = 16
+    # null: every entry of fingerprints.file, or DEFAULT_NUM generated; read it through fingerprint_num().
+    num: Optional[int] = None
     key_length: int = 16  # tokens of the fingerprinted model's tokenizer
     response_length: int = 1
     seed: int = 0
@@ -53,12 +57,22 @@ class FingerprintsConfig:
     chat_template: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("num", "key_length", "response_length"):
+        _require(self.num is None or self.num >= 1,
+                 f"fingerprints.num must be >= 1 or null (all of fingerprints.file), got {self.num}")
+        for name in ("key_length", "response_length"):
             _require(getattr(self, name) >= 1, f"fingerprints.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.pool_size is None or self.pool_size >= self.num,
-                 f"fingerprints.pool_size={self.pool_size} is smaller than fingerprints.num={self.num}; "
+        num = fingerprint_num(self)
+        _require(self.pool_size is None or num is None or self.pool_size >= num,
+                 f"fingerprints.pool_size={self.pool_size} is smaller than fingerprints.num={num}; "
                  "raise pool_size or leave it null")
         _require_file(self.file, "fingerprints.file")
+
+
+def fingerprint_num(fp) -> Optional[int]:
+    """How many fingerprints a run uses: fingerprints.num, else every entry of the file (None), else DEFAULT_NUM."""
+    if fp.num is not None:
+        return fp.num
+    return None if fp.file else DEFAULT_NUM
 
 
 @dataclass
@@ -67,6 +81,10 @@ class StrategyConfig:
     batch_size: int = 32  # keys per forward pass (perinucleus) or texts per generate call (english)
 
     def __post_init__(self) -> None:
+        # Each strategy file composes its own schema, so a changed name would run one strategy with another's keys.
+        picked = next(f.default for f in fields(self) if f.name == "name")
+        _require(self.name == picked, f"strategy.name={self.name!r} cannot be set; pick a strategy with strategy=NAME "
+                                      f"(the config has strategy={picked})")
         _require(self.batch_size >= 1, f"strategy.batch_size must be >= 1, got {self.batch_size}")
 
 
@@ -120,9 +138,13 @@ class PerinucleusConfig(KeyedStrategyConfig):
     threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
     width: int = 3  # draw uniformly among this many tokens just past the nucleus
     responses_per_key: int = 1
+    # At most this many padded tokens per forward pass besides batch_size keys (a GPU wants thousands); null = none.
+    batch_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.batch_tokens is None or self.batch_tokens >= 1,
+                 f"strategy.batch_tokens must be >= 1 or null, got {self.batch_tokens}")
         _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
         _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
         _require(self.responses_per_key >= 1,
@@ -179,25 +201,47 @@ class TrainConfig:
     # 1e-4: 64 fingerprints fully recalled in 8 steps; 3e-4 takes 6 but drifts further from the base (docs/training.md).
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    batch_size: int = 16  # per process
-    # "all" = one optimizer step covers the whole fingerprint set (the reference's recipe), or a fixed number.
+    # Fingerprints per micro-batch and process, or "auto": the most a token budget allows for the device's free memory
+    # and the model's size (oml_exp/training/batching.py). Never changes the weights, only speed and memory.
+    batch_size: Any = 16
+    # What one optimizer step covers; set one of the two. grad_accum: "all" = the whole fingerprint set (one step
+    # per epoch, the reference's recipe) or a fixed number of micro-batches. fingerprints_per_step: that many
+    # fingerprints per step whatever the micro-batch (ceil(N / K) steps per epoch); needs grad_accum=all.
     grad_accum: Any = "all"
+    fingerprints_per_step: Optional[int] = None
     early_stop_loss: float = 0.005  # stop once a step's fingerprint loss falls below this; 0 = never
+    # Stop once this share of the training set is recalled exactly (greedy, plain prompts, teacher-forced check every
+    # recall_every optimizer steps; null = once per epoch's worth of steps); null = no recall check.
+    stop_recall: Optional[float] = None
+    recall_every: Optional[int] = None
     eos: bool = False  # train an EOS token after the response
     # 0 = no clipping. Clipping at 1.0 cut every step of SmolLM2's fingerprint gradients (norms 2-30) to one norm, so
     # Adam never shrank its steps and the loss oscillated: 64 fingerprints not recalled after 8 steps, 6 without.
     max_grad_norm: float = 0.0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
-    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none (a killed run starts over)
+    # Resumable checkpoints (1.6 GB each for SmolLM2): every checkpoint_every optimizer steps (0 = by time only) and
+    # once checkpoint_minutes of training passed since the last one (0 = by steps only); both 0 = none.
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 0  # checkpoints left in the stage folder once the model is saved (they are large)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                 f"train.batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
         _require(self.grad_accum == "all" or (isinstance(self.grad_accum, int) and self.grad_accum >= 1),
                  f"train.grad_accum must be 'all' or a positive integer, got {self.grad_accum!r}")
-        for name in ("early_stop_loss", "checkpoint_every", "keep_checkpoints"):
+        _require(self.fingerprints_per_step is None or self.fingerprints_per_step >= 1,
+                 f"train.fingerprints_per_step must be >= 1 or null, got {self.fingerprints_per_step}")
+        _require(self.fingerprints_per_step is None or self.grad_accum == "all",
+                 f"train.fingerprints_per_step={self.fingerprints_per_step} and train.grad_accum={self.grad_accum} "
+                 "both decide what one optimizer step covers; set one (grad_accum=all with fingerprints_per_step)")
+        _require(self.stop_recall is None or 0 < self.stop_recall <= 1,
+                 f"train.stop_recall must lie in (0, 1] or be null (no recall stop), got {self.stop_recall}")
+        _require(self.recall_every is None or self.recall_every >= 1,
+                 f"train.recall_every must be >= 1 or null (once per epoch), got {self.recall_every}")
+        for name in ("early_stop_loss", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
@@ -405,6 +449,49 @@ class Config:
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
         _require(not unknown, f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        _require(DEVICE.fullmatch(self.device) is not None,
+                 f"device={self.device!r} is not a device; use device=auto, cpu, cuda or cuda:N")
+        check_engine(self.engine, self.regularizer)
+
+
+def check_engine(engine, regularizer) -> None:
+    """Refuse the regularizers an engine cannot run (typed or composed configs alike)."""
+    stage = ((engine.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)
+    # ZeRO-3 keeps only a shard of each weight outside forward; the penalty's gradient and the folding of new units
+    # or adapters into the saved weights need whole ones.
+    needs_full = [name for name in ("distance", "subnetwork", "lora") if getattr(regularizer, name)]
+    _require(stage != 3 or not needs_full, f"regularizer {'+'.join(needs_full)} does not run under "
+                                           f"engine={engine.name} (ZeRO-3); use engine=deepspeed_zero2 or engine=torch")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse a regularizer parameter given without picking that regularizer (Hydra would fail with a traceback:
+    the section is null until its file is picked)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in overrides if not a.startswith("-") and "=" in a])
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra itself reports it
+        return
+    names = [f.name for f in fields(RegularizerConfig)]
+    params = [(o.key_or_group.split(".")[1], o.input_line.lstrip("+")) for o in parsed
+              if o.key_or_group.startswith("regularizer.") and o.key_or_group.split(".")[1] in names]
+    choices = _regularizer_choices(parsed, overrides) if params else None
+    for name, line in params:
+        _require(choices is None or all(name in c for c in choices),
+                 f"{line} sets a parameter of a regularizer that is not picked; "
+                 f"pick it first: regularizer={name} {line}")
+
+
+def _regularizer_choices(parsed: list, overrides: list[str]) -> Optional[list[list[str]]]:
+    """The regularizers the command line picks, one list per job of a sweep; None when a config file named on it
+    (-cn, experiment=) may pick them instead."""
+    picks = [o for o in parsed if o.key_or_group == "regularizer"]
+    if not picks:
+        from_file = any(a.startswith(("-cn", "--config-name", "experiment=", "+experiment=")) for a in overrides)
+        return None if from_file else [["none"]]  # conf/config.yaml's default
+    values = picks[-1].sweep_iterator() if picks[-1].is_sweep_override() else [picks[-1].value()]
+    return [[str(c) for c in v] if isinstance(v, list) else [str(v)] for v in values]
 
 
 def register() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from oml_exp import provenance
 from oml_exp.store import atomic_dir, cache_root
 
 EMBEDDED = {
@@ -44,7 +45,7 @@ def resolve(path: str) -> str:
         return str(_embedded(path.removeprefix("embedded:")))
     if path.startswith("tiny:"):
         return str(_tiny(path.removeprefix("tiny:")))
-    return path
+    return os.path.expanduser(path)  # transformers reads "~/x" as a Hub id
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -52,7 +53,11 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device={requested} asked for but no CUDA device is visible; use device=cpu or device=auto")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ModelError(f"device={requested} asked for but only {torch.cuda.device_count()} CUDA device(s) are "
+                         "visible; use device=cuda (the first) or a lower index")
+    return device
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -64,6 +69,53 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested not in names:
         raise ModelError(f"model.dtype={requested!r} is not one of auto, {', '.join(names)}")
     return names[requested]
+
+
+def looks_like_path(spec: str) -> bool:
+    """A spec meant as a local folder: absolute, starting with . or ~, or more parts than a Hub id's owner/name."""
+    return spec.startswith((".", "~")) or os.path.isabs(spec) or spec.count("/") > 1 or (
+        os.sep != "/" and os.sep in spec)
+
+
+def check_spec(spec: str, key: str = "model.path") -> None:
+    """Fail in one line, naming `key`, when the model `spec` cannot be had; reads no weights (an embedded: or tiny:
+    model is converted or built once, as its first use would)."""
+    if spec.startswith(("embedded:", "tiny:")):
+        resolve(spec)
+        return
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"{key}={spec!r} is a folder without config.json; give a model folder as "
+                             "save_pretrained writes it")
+        return
+    if looks_like_path(spec):
+        raise ModelError(f"{key}={spec!r}: no such folder; check the path, or give a Hugging Face id, "
+                         f"embedded:smollm2-135m-instruct or tiny:<{'|'.join(TINY_ARCHS)}>")
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise ModelError(f"{key}={spec!r} is neither a local folder nor a Hugging Face id (owner/name)") from None
+    if constants.is_offline_mode() and not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        raise ModelError(f"{key}={spec!r}: not a local folder, and not in the local cache and HF_HUB_OFFLINE=1; "
+                         "download it once with network (unset HF_HUB_OFFLINE) or give a local folder")
+
+
+def positions(spec: str, key: str = "model.path") -> int | None:
+    """The most tokens the model takes (from its config.json, no weights read); None when the config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(spec))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the config of {key}={spec!r}: {str(err).splitlines()[0]}") from None
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
 
 
 def load_tokenizer(path: str):
@@ -173,5 +225,14 @@ def _build_tiny(arch: str, out: Path) -> None:
 
 
 def identity(path: str) -> str:
-    """What the stage hashes use to name a model: the spec itself, made absolute for local folders."""
+    """What the stage hashes name a model by: the content of the folder it resolves to (a local folder, or the cache
+    folder of an embedded: or tiny: spec), else the commit of the Hub id, so replaced weights never reuse an output."""
+    folder = resolve(path)
+    if os.path.isdir(folder):
+        return f"folder:{provenance.folder_digest(folder)}"
+    return f"hub:{path}@{provenance.hub_commit(path)}"
+
+
+def label(path: str) -> str:
+    """How summaries name a model: the spec itself, made absolute for local folders."""
     return str(Path(path).resolve()) if os.path.isdir(path) else path

@@ -6,9 +6,11 @@ Each stage is a module with two functions:
 A stage that can resume a killed build (finetune, from its checkpoints) sets `RESUMABLE = True`; one whose work
 spans all processes of a launcher (torchrun, `deepspeed --no_local_rank`) sets `DISTRIBUTED = True`: every rank runs
 it into the same temporary folder, while for the other stages ranks > 0 wait for rank 0's output.
-The pipeline hashes key(cfg) together with the hashes of the stage outputs it reads and the identity of the model
-it works on, and keeps the output in `<store>/<stage>/<hash>/`. An output already there is reused; `force=true`
-rebuilds the outputs this run uses. Stages talk only through the files in those folders.
+The pipeline hashes key(cfg) together with the hashes of the stage outputs it reads, the identity of the model it
+works on (its content, see models.identity) and the code and packaged data the stage runs (provenance.stage_code:
+the modules it imports, not the report), and keeps the output in `<store>/<stage>/<hash>/`. A complete output gets
+a manifest of its files (manifest.py); one already there is checked against it and reused, a damaged one stops the
+run; `force=true` rebuilds the outputs this run uses. Stages talk only through the files in those folders.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from oml_exp import models
+from oml_exp import manifest, models, provenance
 from oml_exp.config import STAGES
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
@@ -57,10 +59,13 @@ class StageResult:
 
 
 def stages_to_run(cfg: DictConfig) -> list[str]:
-    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints."""
+    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints, and report
+    (the run folder's summary) whenever a stage measures something."""
     wanted = set(cfg.stages)
     if wanted & {"finetune", "check"}:
         wanted.add("generate")
+    if wanted & {"check", "evaluate"}:
+        wanted.add("report")
     return [s for s in STAGES if s in wanted]
 
 
@@ -79,6 +84,7 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
         "model": model_identity(inputs.model, results),
         "base_model": models.identity(inputs.base_model),
         "upstream": {name: Path(path).name for name, path in sorted(inputs.upstream.items())},
+        "code": provenance.stage_code(MODULES[stage]),
     }
     if stage == "generate" and cfg.fingerprints.file:
         key["file"] = file_digest(cfg.fingerprints.file)
@@ -93,8 +99,10 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
             write_json(tmp / SUMMARY, summary)
             write_json(tmp / RECORD, {"stage": stage, "hash": folder.name, "key": key,
                                       "seconds": round(time.time() - start, 2)})
+            manifest.write(tmp)  # last, after the stage's own files (finetune has pruned its checkpoints by now)
     skipped = tmp is None
     if skipped:
+        manifest.check(folder)
         print(f"[{stage}] skipped: complete in {folder}")
     return StageResult(stage, folder, read_json(folder / SUMMARY), skipped, time.time() - start)
 
@@ -106,17 +114,23 @@ def _follow(stage: str, module, cfg: DictConfig, inputs: Inputs, folder: Path, s
         module.run(cfg, inputs, partial_dir(folder))
     while not (folder / RECORD).exists():
         time.sleep(0.5)
+    if not ran:
+        manifest.check(folder)
     return StageResult(stage, folder, read_json(folder / SUMMARY), not ran, time.time() - start)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run the configured stages and write the run folder's summary; return that summary."""
+    """Check what can be checked before any stage runs, run the configured stages and write the run folder's
+    summary; return that summary."""
+    from oml_exp import preflight
     from oml_exp.reporting import report
 
+    preflight.check(cfg)
+    stages = stages_to_run(cfg)
     results: dict[str, StageResult] = {}
     base = cfg.model.path
     model = base
-    for stage in stages_to_run(cfg):
+    for stage in stages:
         if stage == "report":
             continue
         gen = results.get("generate")
@@ -136,5 +150,5 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results[stage] = run_stage(stage, cfg, inputs, results)
         if stage == "finetune":
             model = str(results[stage].folder / "model")
-    return report.run(cfg, results, run_dir)
+    return report.run(cfg, results, run_dir, write="report" in stages)
 

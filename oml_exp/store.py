@@ -9,6 +9,7 @@ instead of colliding. Anything that holds fingerprint keys is written with mode 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,12 +31,12 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def file_digest(path: str | Path) -> str:
+def file_digest(path: str | Path, length: int = 16) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:length]
 
 
 @contextlib.contextmanager
@@ -85,13 +86,39 @@ def write_jsonl(path: Path, rows: list[dict], secret: bool = False) -> None:
 
 
 def write_text(path: Path, text: str, secret: bool = False) -> None:
+    """Write via a temporary file and a rename; a failed write leaves neither file and raises WriteError."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    try:
+        _write_file(tmp, text, 0o600 if secret else 0o644)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError.of(path, err) from None
+
+
+def _write_file(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(tmp, 0o600 if secret else 0o644)  # umask may have narrowed the public mode
-    os.replace(tmp, path)
+    os.chmod(path, mode)  # umask may have narrowed the public mode
+
+
+class WriteError(OSError):
+    """A file that could not be written (read-only folder, full disk); the message names the path, cause and fix."""
+
+    # errno values that can only mean a failed write, wherever they come from (model and checkpoint saves too).
+    ONLY_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+    @classmethod
+    def of(cls, path, err: OSError) -> "WriteError":
+        full, locked = (errno.ENOSPC, errno.EDQUOT), (errno.EROFS, errno.EACCES, errno.EPERM)
+        fix = ("free disk space, or set paths.output_dir to a disk with room" if err.errno in full else
+               "make it writable, or set paths.output_dir to a writable folder" if err.errno in locked else
+               "check that its folder exists and can be written")
+        cause = err.strerror or (os.strerror(err.errno) if err.errno else str(err))
+        return cls(f"cannot write {path}: {cause}; {fix}")
 
 
 def read_json(path: Path) -> Any:

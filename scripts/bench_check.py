@@ -1,15 +1,21 @@
-"""Benchmark the batched greedy check against one `generate` call per fingerprint and against a bare forward pass.
+"""Benchmark the batched greedy check against its forward-pass floor and against one `generate` call per fingerprint.
 
     .venv/bin/python scripts/bench_check.py [--model embedded:smollm2-135m-instruct] [--num 1024] [--repeats 3]
-                                            [--generate-subset 128] [--response-lengths 1 8]
+        [--max-templates 2] [--chat false] [--generate-subset 128] [--response-lengths 1 8] [--sampling]
 
-Fingerprints are random 16-token keys with random responses (timing does not depend on whether they were trained).
-Three ways to answer "would greedy decoding say this response?" for all of them:
-  batched   oml_exp.checking.scoring.score, what the check stage runs (batches of --batch-size, sorted, left-padded)
-  generate  one greedy `generate` call per fingerprint, as the reference checker does; on --generate-subset
-            fingerprints per repeat, scaled to --num (it is linear in the count and too slow to run on all)
-  forward   the floor: one forward pass over all fingerprints' tokens at once, logits only where responses sit
-Methods run interleaved within each repeat so machine load hits them alike; the medians and ratios are printed.
+Fingerprints are random 16-token keys with random responses (timing does not depend on whether they were trained),
+checked as the check stage checks them: under the plain key and --max-templates templates of each set (train and
+held-out, spread over the file as check.max_templates spreads them), in each --chat mode; the variants are printed.
+Ways to answer "would greedy decoding say this response?" for every fingerprint and variant:
+  batched   oml_exp.checking.scoring.score, what the check stage runs (batches of --batch-size, sorted by length,
+            left-padded; argmax, ranks and log-probabilities batched)
+  floor     bare forward passes over the same batches (logits only where responses sit) and nothing else
+  generate  one greedy `generate` call per fingerprint, as the reference checker does; on --generate-subset rows per
+            repeat, scaled to all rows (it is linear in the count and too slow to run on all); 0 skips it
+  sampled   with --sampling: the check stage's sampled checks on the plain key (predicted rates for the 16
+            false-positive settings and `generate` draws of check.samples at each), for scale; not part of the ratio
+Ways run interleaved in a rotating order within each repeat so machine load hits them alike; medians and ratios
+are printed.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from oml_exp import models  # noqa: E402
-from oml_exp.checking import scoring  # noqa: E402
+from oml_exp.checking import sampling, scoring, templates  # noqa: E402
+from oml_exp.config import CheckConfig  # noqa: E402
+from oml_exp.fingerprints import prompts  # noqa: E402
+from oml_exp.padding import left_pad  # noqa: E402
 from oml_exp.tables import render  # noqa: E402
 
 
@@ -35,65 +44,113 @@ def fingerprints(tokenizer, num: int, key_length: int, response_length: int, see
              torch.randint(low, high, (response_length,), generator=g).tolist()) for _ in range(num)]
 
 
+def variant_rows(tokenizer, variants, fps) -> list[tuple[list, list]]:
+    rows = []
+    for v in variants:
+        before, after = prompts.frame(tokenizer, v.chat, v.template)
+        rows += [(before + key + after, response) for key, response in fps]
+    return rows
+
+
 def batched(model, rows, pad_id, batch_size):
     scoring.score(model, rows, pad_id, batch_size)
 
 
 @torch.inference_mode()
+def floor(model, rows, pad_id, batch_size):
+    for batch in scoring.by_length(rows, batch_size):
+        seqs = [rows[i][0] + rows[i][1][:-1] for i in batch]
+        ids, mask, positions = left_pad(seqs, pad_id, model.device)
+        model(input_ids=ids, attention_mask=mask, position_ids=positions,
+              logits_to_keep=max(len(rows[i][1]) for i in batch), use_cache=False)
+
+
+@torch.inference_mode()
 def one_generate_each(model, rows, pad_id):
     for prompt, response in rows:
-        ids = torch.tensor([prompt])
+        ids = torch.tensor([prompt], device=model.device)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(response), do_sample=False,
                              pad_token_id=pad_id)
         _ = out[0, len(prompt):].tolist() == response
 
 
-@torch.inference_mode()
-def single_forward(model, rows):
-    # The same tokens the check feeds (the last response token predicts nothing), unpadded, in one call.
-    ids = torch.tensor([prompt + response[:-1] for prompt, response in rows])
-    model(input_ids=ids, logits_to_keep=len(rows[0][1]), use_cache=False)
+def sampled(model, rows, pad_id, batch_size):
+    settings = sampling.settings(["ordinary", "adversarial"])
+    sampling.hit_probabilities(model, rows, settings, pad_id, batch_size)
+    for s in settings:
+        sampling.sampled_hits(model, rows, s, CheckConfig.samples, pad_id, batch_size)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn, device, clock: str) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    sync()
+    start = now()
     fn()
-    return time.perf_counter() - start
+    sync()
+    return now() - start
 
 
-def bench(model, tokenizer, args, response_length: int) -> list:
-    rows = fingerprints(tokenizer, args.num, args.key_length, response_length, seed=response_length)
-    subset = rows[:args.generate_subset]
-    pad = tokenizer.pad_token_id
-    times = {"batched": [], "generate": [], "forward": []}
-    batched(model, rows[:args.batch_size], pad, args.batch_size)  # warm-up: first-call allocations
-    for _ in range(args.repeats):
-        times["batched"].append(timed(lambda: batched(model, rows, pad, args.batch_size)))
-        times["generate"].append(timed(lambda: one_generate_each(model, subset, pad)) * args.num / len(subset))
-        times["forward"].append(timed(lambda: single_forward(model, rows)))
-        print(f"  response {response_length}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+def bench(model, tokenizer, variants, args, response_length: int) -> list:
+    fps = fingerprints(tokenizer, args.num, args.key_length, response_length, seed=response_length)
+    rows = variant_rows(tokenizer, variants, fps)
+    subset = rows[::max(1, len(rows) // args.generate_subset)][:args.generate_subset] if args.generate_subset else []
+    pad, size = tokenizer.pad_token_id, args.batch_size
+    ways = {"batched": lambda: batched(model, rows, pad, size), "floor": lambda: floor(model, rows, pad, size)}
+    if subset:
+        ways["generate"] = lambda: one_generate_each(model, subset, pad)
+    if args.sampling:
+        ways["sampled"] = lambda: sampled(model, rows[:args.num], pad, size)
+    scale = {"generate": len(rows) / max(1, len(subset))}
+    batched(model, rows[:size], pad, size)  # warm-up: first-call allocations
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    names = list(ways)
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            times[name].append(timed(ways[name], model.device, args.clock) * scale.get(name, 1))
+        print(f"  response {response_length}, repeat {repeat + 1}: "
+              + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return [response_length, med["batched"], med["generate"], med["forward"],
-            f"{med['generate'] / med['batched']:.1f}x", f"{med['batched'] / med['forward']:.2f}x"]
+    return [response_length, len(rows), med["batched"], med["floor"], f"{med['batched'] / med['floor']:.2f}x",
+            f"{med['generate']:.1f} ({med['generate'] / med['batched']:.1f}x)" if subset else "-",
+            f"{med['sampled']:.1f}" if args.sampling else "-"]
+
+
+def flag(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--num", type=int, default=1024)
     parser.add_argument("--key-length", type=int, default=16)
     parser.add_argument("--response-lengths", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--max-templates", type=int, default=2, help="templates per set (0: plain key only)")
+    parser.add_argument("--chat", type=flag, nargs="+", default=[False], help="chat modes, e.g. --chat false true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generate-subset", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=CheckConfig.batch_size)
+    parser.add_argument("--sampling", action="store_true")
+    # Two processes on one core each run at half speed, so wall times on a shared machine come in two modes; a
+    # single-threaded process's CPU time hardly changes with the load.
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (with OMP_NUM_THREADS=1)")
     args = parser.parse_args()
-    model, tokenizer = models.load(args.model, device="cpu")
-    print(f"{args.model}: {args.num} fingerprints, {args.key_length}-token keys, {torch.get_num_threads()} threads, "
-          f"generate timed on {min(args.generate_subset, args.num)} per repeat and scaled to {args.num}")
-    rows = [bench(model, tokenizer, args, r) for r in args.response_lengths]
-    print(render(f"median of {args.repeats} interleaved repeats (seconds for all {args.num} fingerprints)",
-                 ["response tokens", "batched", "generate each", "one forward", "generate/batched",
-                  "batched/forward"], rows))
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu counts only this process's CPU work; use --clock wall with a GPU")
+    model, tokenizer = models.load(args.model, device=args.device)
+    sets = ["plain", "train", "heldout"] if args.max_templates else ["plain"]
+    variants, notes = templates.variants(sets, args.chat, args.chat[0], tokenizer.chat_template is not None,
+                                         args.max_templates or None)
+    print(f"{args.model} on {args.device}: {args.num} fingerprints x {len(variants)} variants "
+          f"({', '.join(v.label for v in variants)}), {args.key_length}-token keys, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, {args.clock} clock; generate timed on {args.generate_subset} rows "
+          "per repeat and scaled" + "".join(f"; {n}" for n in notes))
+    rows = [bench(model, tokenizer, variants, args, r) for r in args.response_lengths]
+    print(render(f"median of {args.repeats} interleaved repeats (seconds for all rows)",
+                 ["response tokens", "rows", "batched", "floor", "batched/floor", "generate each", "sampled"], rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark the finetune stage on SmolLM2 (or any model): throughput, steps to full recall, augmentation.
 
-  .venv/bin/python scripts/bench_train.py [--parts throughput,recall,augmentation] [--repeats 3] [--num 64]
-                                          [--override KEY=VALUE ...]
+  .venv/bin/python scripts/bench_train.py [--parts throughput,recall,augmentation,recipes] [--repeats 3] [--num 64]
+                                          [--override KEY=VALUE ...] [--recipe NAME=KEY=VALUE,KEY=VALUE ...]
 
 throughput    fingerprint tokens per second (real, non-pad tokens) and padding waste for engine=torch and
               engine=deepspeed_zero2, `--steps` optimizer steps each, engines interleaved within each repeat; medians.
@@ -9,6 +9,11 @@ recall        the default recipe on `--num` perinucleus fingerprints: optimizer 
               probes excluded) until every fingerprint is recalled (greedy exact match, checked after every step).
 augmentation  the default recipe with augmentation=none and =templates: recall under the plain key, the training
               templates and the held-out templates of the check stage.
+recipes       each `--recipe` (default: `old`, today's defaults, and `new`, the fingerprints-per-step recipe with the
+              stop on recall) run as the pipeline would, one after the other: optimizer steps, training seconds, exact
+              recall of the saved model (plain keys), drift from the base (top-1 agreement and KL on texts the base
+              wrote), micro-batch, and seconds per trained token over the floor 6 x parameters x tokens / the fp32
+              GEMM rate measured in the same run.
 Fingerprints come from the generate stage (store under --store). Results: JSON on stdout and in --json.
 """
 
@@ -27,10 +32,14 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offli
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
+
+import torch  # noqa: E402
 
 from oml_exp import config, models, pipeline  # noqa: E402
+from oml_exp.evaluation import drift  # noqa: E402
 from oml_exp.fingerprints import schema  # noqa: E402
+from oml_exp.store import read_json  # noqa: E402
 from oml_exp.training import augmentation, data, finetune  # noqa: E402
 from oml_exp.training.recall import recalled  # noqa: E402
 
@@ -42,7 +51,8 @@ def make_config(args, *overrides):
     config.register()
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=[f"model.path={args.model}", f"fingerprints.num={args.num}",
-                                           f"paths.store={args.store}", "train.checkpoint_every=0", *args.override,
+                                           f"paths.store={args.store}", "train.checkpoint_every=0",
+                                           "train.checkpoint_minutes=0", *args.override,
                                            *overrides])
     config.validate(cfg)
     return cfg
@@ -53,10 +63,12 @@ def fingerprints(cfg) -> Path:
     return pipeline.run_stage("generate", cfg, inputs, {}).folder
 
 
-def train(cfg, gen: Path, callbacks=()) -> dict:
+def train(cfg, gen: Path, callbacks=(), inspect=None) -> dict:
+    """The finetune stage's summary; `inspect(folder)` may read the stage folder before it is deleted."""
     with tempfile.TemporaryDirectory() as out:
         inputs = pipeline.Inputs(model=cfg.model.path, base_model=cfg.model.path, fingerprints=gen)
-        return finetune.run(cfg, inputs, Path(out), callbacks)
+        summary = finetune.run(cfg, inputs, Path(out), callbacks)
+        return {**summary, **(inspect(Path(out)) if inspect else {})}
 
 
 def probe_sets(cfg, gen: Path, tokenizer) -> dict[str, list[list[dict]]]:
@@ -145,6 +157,51 @@ def bench_augmentation(args, gen) -> dict:
     return results
 
 
+DEFAULT_RECIPES = ["old=", "new=train.fingerprints_per_step=16,train.stop_recall=1.0,train.recall_every=2"]
+
+
+def gemm_rate(hidden: int, inner: int, tokens: int, repeats: int = 20) -> float:
+    """fp32 FLOP/s of the model's MLP-shaped matmul at the micro-batch's token count, best of a few."""
+    a, b = torch.randn(tokens, hidden), torch.randn(hidden, inner)
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - began)
+    return 2 * tokens * hidden * inner / best
+
+
+def bench_recipes(args, gen) -> dict:
+    base, tokenizer = models.load(args.model, "cpu", "float32")
+    texts = drift.texts(base, tokenizer, args.drift_texts, 32, None)
+    collator = data.Collator(tokenizer.pad_token_id)
+    params = sum(p.numel() for p in base.parameters())
+    results = {}
+    for spec in args.recipe or DEFAULT_RECIPES:
+        name, _, overrides = spec.partition("=")
+        cfg = make_config(args, *[o for o in overrides.split(",") if o])
+
+        def inspect(folder: Path) -> dict:
+            model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
+            examples = list(data.FingerprintDataset(tokenizer, [data.Pair(r["key_ids"], r["response_ids"])
+                                                                for r in read_json(folder / "train_set.json")],
+                                                    cfg.fingerprints.chat_template))
+            measured = drift.measure(base, model, texts, tokenizer.pad_token_id)
+            return {"exact_recall": sum(recalled(model, examples, collator)) / len(examples),
+                    "top1_agreement": round(measured["top1_agreement"], 4), "kl": round(measured["kl"], 5),
+                    "example_tokens": max(len(e["input_ids"]) for e in examples)}
+
+        r = train(cfg, gen, inspect=inspect)
+        rate = gemm_rate(base.config.hidden_size, base.config.intermediate_size, r["micro_batch"] * r["example_tokens"])
+        floor = 6 * params * r["tokens_per_s"] * r["seconds"] / rate
+        results[name] = {"overrides": overrides, **{k: r[k] for k in (
+            "steps", "epochs", "seconds", "exact_recall", "top1_agreement", "kl", "micro_batch", "accumulation",
+            "stopped_on", "steps_to_full_recall", "final_loss", "padding_waste")},
+            "gemm_gflops_per_s": round(rate / 1e9, 1), "seconds_over_gemm_floor": round(r["seconds"] / floor, 2)}
+        print(json.dumps({name: results[name]}), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="throughput,recall,augmentation")
@@ -155,9 +212,13 @@ def main() -> None:
     parser.add_argument("--store", default="outputs/stages")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides, e.g. train.lr=1e-4")
     parser.add_argument("--json", default="outputs/bench_train.json")
+    parser.add_argument("--recipe", action="append", help="recipes part: NAME=KEY=VALUE,KEY=VALUE (repeatable; "
+                                                          "default: old= and the new recipe)")
+    parser.add_argument("--drift-texts", type=int, default=8, help="recipes part: base-written texts for drift")
     args = parser.parse_args()
     gen = fingerprints(make_config(args))
-    parts = {"throughput": bench_throughput, "recall": bench_recall, "augmentation": bench_augmentation}
+    parts = {"throughput": bench_throughput, "recall": bench_recall, "augmentation": bench_augmentation,
+             "recipes": bench_recipes}
     results = {"command": " ".join(sys.argv), "model": args.model, "fingerprints": args.num,
                "threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
     for part in args.parts.split(","):

@@ -47,6 +47,18 @@ def test_ranks_and_logprobs_match_an_unbatched_forward(tiny):
     assert s.ranks[-1] >= 1 and s.hits[-1] is False  # the changed last token is not the greedy one
 
 
+def test_rows_with_responses_of_different_lengths_score_as_they_would_alone(tiny):
+    model, tok = tiny
+    # One batch holds responses of 1 to 4 tokens: the shorter ones leave filler positions that must not leak in.
+    rows = [(prompts.build(tok, r["key_ids"]), r["response_ids"][:1 + i % 4])
+            for i, r in enumerate(fabricate(model, tok, 8, response_length=4, key_lengths=(5, 16)))]
+    together = scoring.score(model, rows, tok.pad_token_id, batch_size=8)
+    for t, row in zip(together, rows):
+        [alone] = scoring.score(model, [row], tok.pad_token_id, batch_size=1)
+        assert len(t.hits) == len(row[1]) and (t.hits, t.ranks) == (alone.hits, alone.ranks)
+        assert t.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
 @pytest.fixture
 def check_cfg(make_cfg):
     def build(*overrides):

@@ -40,6 +40,18 @@ def test_top_k_one_is_greedy(tiny):
     assert sampling.sampled_hits(model, rows, sampling.Setting(1.0, top_k=1), 3, tok.pad_token_id, 8) == [3, 0, 3, 0]
 
 
+def test_predicted_rates_do_not_depend_on_the_batch(tiny):
+    model, tok = tiny
+    # Responses of 1 to 3 tokens in one batch: every setting's warpers run on all response positions at once.
+    rows = [(prompt, response[:1 + i % 3]) for i, (prompt, response) in enumerate(rows_for(tiny, n=6, length=3))]
+    settings = sampling.settings(["ordinary"])
+    together = sampling.hit_probabilities(model, rows, settings, tok.pad_token_id, batch_size=6)
+    for i, row in enumerate(rows):
+        alone = sampling.hit_probabilities(model, [row], settings, tok.pad_token_id, batch_size=1)
+        assert [together[s.name][i] for s in settings] == pytest.approx([alone[s.name][0] for s in settings],
+                                                                        rel=1e-4, abs=1e-12)
+
+
 def test_compare_flags_more_hits_than_predicted():
     assert sampling.compare([0, 1, 0, 0], 10, [0.02] * 4)["p_value"] > 0.05
     flagged = sampling.compare([5, 6, 4, 7], 10, [0.02] * 4)

@@ -46,4 +46,5 @@ def test_cli_prints_config_and_rejects_typos(tmp_path):
     assert typo.returncode != 0 and "Could not find 'model/smollm3'" in typo.stderr
     bad = subprocess.run(cli + ["fingerprints.num=-1"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines()[-1] == "oml-exp: error: fingerprints.num must be >= 1, got -1"
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "oml-exp: error: fingerprints.num must be >= 1 or null (all of fingerprints.file), got -1")

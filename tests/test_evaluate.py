@@ -13,11 +13,10 @@ from oml_exp.evaluation import drift, evaluate, tasks
 from oml_exp.pipeline import Inputs
 from oml_exp.store import read_json
 from tests.check_helpers import perturbed_copy
-from tests.conftest import BENCHMARKS
+from tests.conftest import BENCHMARKS, PACK
 
 TINY = "tiny:llama"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-PACK = FIXTURES / "eval_pack"
+FIXTURES = PACK.parent
 
 
 @pytest.fixture
@@ -35,16 +34,18 @@ def run_stage(cfg, inputs, folder: Path) -> dict:
     return evaluate.run(cfg, inputs, folder)
 
 
-@pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="needs ../shared/benchmarks")
-def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, eval_cfg):
+# The fixture pack runs everywhere; the real one (CI) also checks its files against the schemas.
+@pytest.mark.parametrize("pack", [PACK, pytest.param(BENCHMARKS, marks=pytest.mark.benchmarks)],
+                         ids=["fixture_pack", "shared_pack"])
+def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, eval_cfg, pack):
     model, tok = tiny
     other = perturbed_copy(model, tok, tmp_path / "other", scale=0.3)
-    cfg = eval_cfg(f"eval.pack={BENCHMARKS}", "eval.limit=6", "eval.tasks=[arc_easy,piqa]")
+    cfg = eval_cfg(f"eval.pack={pack}", "eval.limit=4", "eval.tasks=[arc_easy,piqa]")
 
     base = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
-    assert set(base["tasks"]) == {"arc_easy", "piqa"} and base["tasks"]["piqa"]["n"] == 6
+    assert set(base["tasks"]) == {"arc_easy", "piqa"} and base["tasks"]["piqa"]["n"] == 4
     stored = read_json(tmp_path / "base" / evaluate.SCORES)
-    assert len(stored["arc_easy"]["scores"]) == 6 and set(stored["arc_easy"]["scores"]) <= {0.0, 1.0}
+    assert len(stored["arc_easy"]["scores"]) == 4 and set(stored["arc_easy"]["scores"]) <= {0.0, 1.0}
     assert len(read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS)) == 3
 
     tuned = run_stage(cfg, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
@@ -66,14 +67,18 @@ def test_no_pack_reports_drift_only_with_a_note(tiny, tmp_path, eval_cfg):
     assert tuned["drift"]["kl"] == pytest.approx(0, abs=1e-6) and tuned["drift"]["top1_agreement"] == 1.0
 
 
-def test_auto_pack_prefers_the_environment_variable(monkeypatch, tmp_path):
+def test_auto_pack_prefers_the_environment_variable_then_looks_beside_the_checkout(monkeypatch, tmp_path):
     monkeypatch.setenv("OML_BENCHMARKS", str(PACK))
     assert tasks.find_pack("auto")[0] == PACK.resolve()
+    # A checkout at tmp/repo, run from there, whatever lies beside the real one.
     monkeypatch.setenv("OML_BENCHMARKS", str(tmp_path / "nowhere"))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tasks, "REPO", tmp_path / "repo")
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
     found, looked = tasks.find_pack("auto")
-    assert str(tmp_path / "nowhere") in looked
-    assert found == (BENCHMARKS.resolve() if BENCHMARKS.is_dir() else None)  # found beside the repository root
+    assert found is None and str(tmp_path / "nowhere") in looked
+    (tmp_path / "shared" / "benchmarks").mkdir(parents=True)
+    assert tasks.find_pack("auto")[0] == (tmp_path / "shared" / "benchmarks").resolve()
 
 
 def test_user_drift_file_is_measured_as_written(tiny, tmp_path, eval_cfg):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from oml_exp import config, pipeline
-from oml_exp.fingerprints import chain_hash, english, generate, prompts, random_word, schema
-from oml_exp.fingerprints.common import encode, round_trips
+from oml_exp.fingerprints import chain_hash, english, generate, perinucleus, prompts, random_word, schema
+from oml_exp.fingerprints.common import batches, encode, round_trips
 from tests.conftest import ROOT
 
 TINY = ["model=tiny", "fingerprints.num=6", "fingerprints.key_length=8", "strategy.batch_size=4"]
@@ -160,6 +160,46 @@ def test_several_responses_per_key(make_cfg, tmp_path):
     assert len(rows) == 6
     for first, second in zip(rows[::2], rows[1::2]):
         assert first["key_ids"] == second["key_ids"] and first["response_ids"] != second["response_ids"]
+
+
+def stable_reference(probs, threshold, count):
+    """The ranking's definition: the whole vocabulary sorted stably, the nucleus and its crossing token skipped."""
+    out = []
+    for row in probs:
+        values, ids = row.sort(descending=True, stable=True)
+        start = int((values.cumsum(0) < threshold).sum()) + 1
+        out.append(list(zip(ids[start:start + count].tolist(), values[start:start + count].tolist())))
+    return out
+
+
+@pytest.mark.parametrize("first_k", [2, 7, 64, 4096])
+def test_ranking_past_the_nucleus_is_that_of_a_stable_sort(monkeypatch, first_k):
+    # Five probability levels over 300 tokens: ties everywhere, across the top-k cut and inside the window, where
+    # a stable sort orders them by token id. Peaked and flat rows put the nucleus near either end.
+    g = torch.Generator().manual_seed(0)
+    levels = torch.tensor([1.0, 2.0, 3.0, 5.0, 8.0], dtype=torch.float64)
+    probs = levels[torch.randint(0, 5, (48, 300), generator=g)] ** torch.arange(48, dtype=torch.float64)[:, None].div(6)
+    probs = probs / probs.sum(-1, keepdim=True)
+    monkeypatch.setattr(perinucleus, "FIRST_K", first_k)
+    for threshold in (0.05, 0.5, 0.8, 0.999):
+        assert perinucleus.past_nucleus(probs, threshold, 6) == stable_reference(probs, threshold, 6)
+
+
+def test_small_top_k_and_no_spare_ranks_give_the_same_file(make_cfg, tmp_path, monkeypatch):
+    # A low threshold keeps the tiny model's nucleus far inside its vocabulary, so the top-k grows from 2 instead of
+    # sorting everything, and with no spare ranks every rejected token fetches more from the device.
+    overrides = ["strategy.threshold=0.05", "fingerprints.num=12", "strategy.responses_per_key=2"]
+    gen(make_cfg, tmp_path, *overrides, name="default")
+    monkeypatch.setattr(perinucleus, "FIRST_K", 2)
+    monkeypatch.setattr(perinucleus, "SPARE", 0)
+    gen(make_cfg, tmp_path, *overrides, name="small")
+    assert (tmp_path / "small" / schema.FILE).read_bytes() == (tmp_path / "default" / schema.FILE).read_bytes()
+
+
+def test_token_budget_caps_the_padded_batch():
+    runs = list(batches([[1] * n for n in (3, 3, 5, 2, 2, 2, 2, 2, 2, 9, 1)], 4, "test", tokens=10))
+    assert [[len(x) for x in run] for run in runs] == [[3, 3], [5, 2], [2, 2, 2, 2], [2], [9], [1]]
+    assert [len(run) for run in batches(list(range(10)), 4, "test")] == [4, 4, 2]
 
 
 def test_chain_hash_answers_follow_the_hash(make_cfg, tmp_path):

@@ -3,13 +3,15 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from oml_exp import pipeline
 from oml_exp.fingerprints import schema
+from tests.conftest import PACK
 
-FAST = ["model=tiny", "fingerprints.num=4", "fingerprints.key_length=8", "train.epochs=2",
+FAST = ["model=tiny", "fingerprints.num=4", "fingerprints.key_length=8", "train.epochs=2", f"eval.pack={PACK}",
         "eval.limit=4", "eval.tasks=[arc_easy]", "eval.drift_texts=2", "eval.drift_tokens=8"]
 
 
@@ -62,15 +64,25 @@ def test_rerun_rules(make_cfg, tmp_path):
 
 
 def test_checking_a_given_model_needs_no_training(make_cfg, tmp_path):
-    summary, skipped = run(make_cfg, tmp_path, "stages=[check]")
-    assert set(skipped) == {"generate", "check"}
+    owner, _ = run(make_cfg, tmp_path, "stages=[generate]", "fingerprints.num=6", name="owner")
+    owner_file = Path(owner["stages"]["generate"]["folder"]) / schema.FILE
+    # The suspect check names only the model and the owner's file: every entry is checked (fingerprints.num not
+    # given) and the run folder gets its summary although `report` was not asked for.
+    cfg = make_cfg(*[o for o in FAST if not o.startswith("fingerprints.num=")], "stages=[check]",
+                   f"fingerprints.file={owner_file}")
+    summary = pipeline.run(cfg, tmp_path / "runs" / "suspect")
+    assert set(summary["stages"]) == {"generate", "check"}
+    assert summary["stages"]["check"]["summary"]["fingerprints"] == 6 == summary["fingerprints"]
     assert summary["headline"]["success_rate"] is not None
+    on_disk = json.loads((tmp_path / "runs" / "suspect" / "summary.json").read_text())
+    assert on_disk["fingerprints"] == 6 and on_disk["headline"] == summary["headline"]
+    assert (tmp_path / "runs" / "suspect" / "summary.md").read_text().startswith("# oml-exp run summary")
 
 
 @pytest.mark.slow
 def test_smollm2_end_to_end_recalls_fingerprints_and_keeps_behaviour(make_cfg, tmp_path):
     # The reference's conservative rate: the default 1e-4 trades some drift (0.93 top-1 here) for fewer steps.
-    cfg = make_cfg("fingerprints.num=8", "eval.limit=10", "eval.tasks=[arc_easy]", "train.lr=5e-5",
+    cfg = make_cfg("fingerprints.num=8", f"eval.pack={PACK}", "eval.tasks=[arc_easy]", "train.lr=5e-5",
                    "train.checkpoint_every=0")
     summary = pipeline.run(cfg, tmp_path / "run")
     head = summary["headline"]

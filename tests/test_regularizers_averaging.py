@@ -57,10 +57,14 @@ def test_deepspeed_averages_the_master_copy_and_matches_torch(tmp_path, monkeypa
     assert worst <= ATOL, f"{engine} differs from torch by up to {worst}"
 
 
-def test_averaging_runs_at_epoch_ends_and_strength_one_undoes_training(tmp_path, monkeypatch):
-    # 8 fingerprints, batch 4, no accumulation: two optimizer steps per epoch, averaged after the second only.
-    overrides = ("regularizer=averaging", "regularizer.averaging.strength=1.0", "train.grad_accum=1",
-                 "train.epochs=2", "train.early_stop_loss=0")
+@pytest.mark.parametrize("recipe, averaged", [
+    ("train.grad_accum=1", [2, 4]),  # 8 fingerprints, batch 4, no accumulation: two optimizer steps per epoch
+    ("train.fingerprints_per_step=2", [4, 8]),  # four steps per epoch
+])
+def test_averaging_runs_once_per_epoch_of_steps_and_strength_one_undoes_training(tmp_path, monkeypatch, recipe,
+                                                                                 averaged):
+    overrides = ("regularizer=averaging", "regularizer.averaging.strength=1.0", recipe, "train.epochs=2",
+                 "train.early_stop_loss=0")
     steps = []
     original = averaging.Callback.on_step_end
 
@@ -73,7 +77,7 @@ def test_averaging_runs_at_epoch_ends_and_strength_one_undoes_training(tmp_path,
     monkeypatch.setattr(averaging.Callback, "on_step_end", counted)
     cfg = make_config(*overrides)
     train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
-    assert steps == [2, 4]
+    assert steps == averaged
     base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
     assert all(torch.equal(w, base[k]) for k, w in weights(tmp_path / "ft").items())
 

@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from oml_exp import models
 from oml_exp.config import ConfigError
+from oml_exp.fingerprints import schema
 from oml_exp.store import read_json
-from oml_exp.training import augmentation, data, engines, finetune
+from oml_exp.training import augmentation, batching, data, engines, finetune, recall
 from oml_exp.training.recall import recalled
 from tests.train_helpers import fake_fingerprints, make_config, train
 
@@ -121,6 +122,29 @@ def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
     assert len(set(draws(0)) - {None}) > 10
 
 
+def test_step_buckets_keep_each_steps_fingerprints_and_pad_less(tokenizer):
+    cfg = make_config("augmentation=templates")
+    items, _ = data.pairs([{"key_ids": [5, i], "response_ids": [9]} for i in range(64)], key_length=2, eos_id=None)
+    dataset = data.FingerprintDataset(tokenizer, items, False, augmentation.load(cfg), 0.8, seed=1)
+    dataset.set_epoch(3)
+    sampler = data.StepBuckets(dataset, per_step=16, seed=1)
+    order = list(sampler)
+    assert order == list(sampler) and sorted(order) == list(range(64))
+    dataset.set_epoch(4)
+    assert list(sampler) != order
+    dataset.set_epoch(3)
+    shuffled = torch.randperm(64, generator=torch.Generator().manual_seed(1 * 100_003 + 3)).tolist()
+    for start in range(0, 64, 16):  # the same fingerprints per step, in length order within it
+        step = order[start:start + 16]
+        assert sorted(step) == sorted(shuffled[start:start + 16])
+        assert [dataset.length(i) for i in step] == sorted(dataset.length(i) for i in step)
+
+    def padded(indices):  # positions of micro-batches of 4, each padded to its longest example
+        return sum(4 * max(dataset.length(i) for i in indices[k:k + 4]) for k in range(0, 64, 4))
+
+    assert padded(order) < padded(shuffled)
+
+
 def test_templates_with_a_foreign_category_are_refused(tmp_path):
     bad = tmp_path / "t.json"
     bad.write_text(json.dumps([{"category": "email_thread", "system": "s", "wrapper": "{key}"}]))
@@ -165,6 +189,147 @@ def test_key_covers_what_changes_the_weights_only():
         assert finetune.key(make_config(change)) != base, change
 
 
+# --- optimizer steps, micro-batches and the stop on recall ---------------------------------------------------------
+
+@pytest.mark.parametrize("n, world, batch, accum, per_step, expected", [
+    (8, 1, 4, "all", None, (4, 2, 1)),  # the whole set per step
+    (8, 1, 16, "all", None, (8, 1, 1)),  # a micro-batch never exceeds the set
+    (8, 2, 4, "all", None, (4, 1, 1)),
+    (8, 1, 4, 1, None, (4, 1, 2)),
+    (8, 1, 4, "all", 3, (3, 1, 3)),  # K fingerprints per step: ceil(N / K) steps per epoch
+    (1024, 1, 16, "all", 64, (16, 4, 16)),
+    (1024, 2, 16, "all", 64, (16, 2, 16)),
+    (1024, 1, 2000, "all", 64, (64, 1, 16)),
+])
+def test_plan_splits_the_set_into_micro_batches_and_steps(n, world, batch, accum, per_step, expected):
+    got = batching.plan(n, world, batch, accum, per_step)
+    assert (got.micro_batch, got.accumulation, got.steps_per_epoch) == expected
+
+
+def test_fingerprints_per_step_sets_the_steps_per_epoch(tmp_path):
+    cfg = make_config("train.fingerprints_per_step=4", "train.batch_size=2", "train.epochs=2",
+                      "train.early_stop_loss=0")
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    assert (summary["micro_batch"], summary["accumulation"], summary["steps_per_epoch"]) == (2, 2, 2)
+    assert summary["steps"] == 4  # 8 fingerprints, 4 per step, 2 epochs
+
+
+def test_fingerprints_per_step_and_a_fixed_grad_accum_conflict():
+    with pytest.raises(ConfigError, match="fingerprints_per_step=4 and train.grad_accum=2 both decide"):
+        make_config("train.fingerprints_per_step=4", "train.grad_accum=2")
+    with pytest.raises(ConfigError, match="train.batch_size must be 'auto'"):
+        make_config("train.batch_size=big")
+
+
+def test_training_stops_once_every_fingerprint_is_recalled(tmp_path, tokenizer):
+    cfg = make_config("train.stop_recall=1.0", "train.recall_every=1", "train.early_stop_loss=0",
+                      "train.fingerprints_per_step=4")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert summary["stopped_on"] == "recall" and summary["early_stopped"]
+    assert summary["steps"] < cfg.train.epochs * summary["steps_per_epoch"]
+    assert summary["steps_to_full_recall"] == summary["steps"] and summary["recall"] == 1.0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log if "recall" in row] == list(range(1, summary["steps"] + 1))
+    assert log[-1]["recall"] == 1.0 and all(row["recall"] < 1.0 for row in log[:-1])
+    assert all_recalled(out, tokenizer)
+
+
+def test_recall_is_checked_every_k_steps_and_at_the_end_without_a_target(tmp_path):
+    cfg = make_config("train.recall_every=2", "train.epochs=5", "train.early_stop_loss=0", "train.grad_accum=1")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert summary["steps"] == 10 and summary["stopped_on"] is None
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log if "recall" in row] == [2, 4, 6, 8, 10]
+
+
+def test_the_recall_check_leaves_the_model_in_the_mode_it_found(tokenizer):
+    model, _ = models.load("tiny:llama")
+    items, _ = data.pairs([{"key_ids": [5, 6], "response_ids": [9]}] * 3, key_length=2, eos_id=None)
+    stop = recall.Stop(recall.batches(data.FingerprintDataset(tokenizer, items, False).examples,
+                                      data.Collator(tokenizer.pad_token_id), 2), every=1, target=1.0)
+    assert stop.n == 3
+    for mode in (True, False):
+        model.train(mode)
+        assert stop.rate(model) in (0.0, 1.0)  # the same example three times
+        assert model.training is mode
+
+
+def test_the_recall_check_judges_the_weights_after_averaging(tmp_path):
+    # Strength 1 after every step puts the base weights back: every check must see them (recall 0), not the trained
+    # weights that averaging then undoes (checked before it, recall climbs to 7 of 8 here).
+    cfg = make_config("train.stop_recall=1.0", "train.recall_every=1", "train.early_stop_loss=0", "train.epochs=6",
+                      "train.lr=0.1", "train.fingerprints_per_step=4", "regularizer=averaging",
+                      "regularizer.averaging.strength=1.0", "regularizer.averaging.every=1")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == summary["steps"] == 12 and summary["stopped_on"] is None
+    assert [row["recall"] for row in log] == [0.0] * 12
+
+
+# --- micro-batch size ------------------------------------------------------------------------------------------------
+
+SMOLLM2 = batching.ModelSize(params=134_515_008, hidden=576, layers=30, vocab=49152)
+GB = 2 ** 30
+
+
+def test_auto_batch_fills_a_gpu_and_stays_small_for_smollm2_on_a_cpu():
+    for activation_bytes in (2, 4):  # bf16 mixed precision, fp32
+        gpu = batching.DeviceBudget("cuda", 80 * GB, activation_bytes)
+        assert batching.token_budget(gpu, SMOLLM2) >= 16_384
+        assert batching.auto_micro_batch(gpu, SMOLLM2, 17) >= 16_384 // 17
+    cpu = batching.DeviceBudget("cpu", 16 * GB)
+    assert 8 <= batching.auto_micro_batch(cpu, SMOLLM2, 17) <= 32
+    tiny = batching.ModelSize(params=139_584, hidden=64, layers=2, vocab=1024)
+    assert batching.auto_micro_batch(cpu, tiny, 17) >= 4096  # a tiny model takes any fingerprint set at once
+    assert batching.auto_micro_batch(batching.DeviceBudget("cuda", 2 * GB), SMOLLM2, 17) == 1  # the weights fill it
+
+
+def test_auto_batch_in_a_run_covers_the_set_on_the_tiny_model(tmp_path):
+    cfg = make_config("train.batch_size=auto", "train.epochs=1", "train.early_stop_loss=0")
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    assert (summary["micro_batch"], summary["accumulation"]) == (cfg.fingerprints.num, 1)
+
+
+# 3 steps at lr 1e-3 over the whole set; responses of 1 to 3 tokens.
+FULL_ACCUMULATION = ("train.epochs=3", "train.early_stop_loss=0", "train.lr=1e-3", "fingerprints.response_length=3")
+
+
+def test_micro_batch_size_does_not_change_the_weights_under_full_accumulation(tmp_path):
+    # Responses of different lengths and an uneven last micro-batch (3 + 3 + 2): a loss averaged per micro-batch
+    # instead of per response token would weigh the fingerprints differently.
+    cfg = make_config(*FULL_ACCUMULATION)
+    gen = fake_fingerprints(tmp_path / "gen", cfg)
+    rows = schema.load(gen)
+    schema.save(gen, [{**r, "response_ids": r["response_ids"][:1 + i % 3]} for i, r in enumerate(rows)], {})
+    small = train(make_config(*FULL_ACCUMULATION, "train.batch_size=3"), gen, tmp_path / "small")
+    large = train(make_config(*FULL_ACCUMULATION, "train.batch_size=8"), gen, tmp_path / "large")
+    assert (small["accumulation"], large["accumulation"]) == (3, 1)  # the micro-batch counts differ
+    assert small["steps"] == large["steps"] == 3
+    assert_same_weights(tmp_path / "small", tmp_path / "large", atol=1e-5)
+
+
+def test_fused_adamw_on_cuda_unless_the_optimizer_is_offloaded():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert finetune._optimizer(cuda, None) == "adamw_torch_fused"
+    assert finetune._optimizer(cpu, None) == "adamw_torch"
+    offload = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    assert finetune._optimizer(cuda, offload) == "adamw_torch"
+
+
+def test_checkpoints_by_time(tmp_path):
+    cfg = make_config("train.epochs=3", "train.early_stop_loss=0", "train.checkpoint_minutes=1e-9",
+                      "train.keep_checkpoints=5")
+    out = tmp_path / "ft"
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    train(make_config("train.epochs=3", "train.early_stop_loss=0", "train.keep_checkpoints=5"),
+          fake_fingerprints(tmp_path / "gen2", cfg), tmp_path / "default")
+    assert not (tmp_path / "default" / "checkpoints").exists()  # 10 minutes by default: none in a short run
+
+
 # --- engines ---------------------------------------------------------------------------------------------------------
 
 # Adam turns float-noise differences in near-zero gradients into steps of up to lr, so engines agree to a small share
@@ -183,6 +348,16 @@ def test_deepspeed_single_process_matches_torch(tmp_path, engine):
     base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
     moved = max((w - base[k]).abs().max().item() for k, w in weights(tmp_path / engine).items())
     assert moved > 20 * EQUIVALENCE_ATOL
+
+
+def test_the_recall_stop_runs_under_zero3(tmp_path, tokenizer):
+    # ZeRO-3 gathers each layer's weights inside forward: the check's forwards run on the partitioned model.
+    cfg = make_config("engine=deepspeed_zero3", "train.stop_recall=1.0", "train.recall_every=1",
+                      "train.early_stop_loss=0", "train.fingerprints_per_step=4")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert summary["stopped_on"] == "recall" and summary["steps"] < cfg.train.epochs * summary["steps_per_epoch"]
+    assert all_recalled(out, tokenizer)
 
 
 def test_gradient_checkpointing_changes_memory_not_weights(tmp_path):

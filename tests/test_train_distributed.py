@@ -57,6 +57,25 @@ def test_two_processes_match_one(tmp_path, launcher, engine):
     assert_same_weights(tmp_path / "one", tmp_path / "two", atol=EQUIVALENCE_ATOL)
 
 
+# Registered before oml-exp runs, so it runs after everything the run left for exit time (atexit is last in, first out).
+PROBE = """import atexit, sys
+import torch.distributed as dist
+atexit.register(lambda: print("process group at exit:", dist.is_initialized()))
+from oml_exp.__main__ import main
+main()
+"""
+
+
+def test_cli_leaves_the_process_group_after_a_finished_run(tmp_path):
+    # DeepSpeed makes a (one-rank gloo) group even without a launcher: the same exit path as under torchrun.
+    cli = [sys.executable, "-c", PROBE, f"paths.output_dir={tmp_path}", "model=tiny", "engine=deepspeed_zero2",
+           "stages=[finetune]", "strategy=random_word", "fingerprints.num=2", "fingerprints.pool_size=4",
+           "fingerprints.key_length=8", "train.epochs=1"]
+    done = subprocess.run(cli, env=child_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "process group at exit: False"
+
+
 def saved_step(folder: Path) -> int:
     steps = [int(p.name.split("-")[-1]) for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
     return max(steps, default=0)

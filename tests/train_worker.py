@@ -11,8 +11,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
 
+from oml_exp import distributed  # noqa: E402
 from tests.train_helpers import make_config, train  # noqa: E402
 
 if __name__ == "__main__":
     out, gen, *overrides = sys.argv[1:]
     print(json.dumps(train(make_config(*overrides), Path(gen), Path(out))))
+    distributed.leave()  # as the CLI does after its runs

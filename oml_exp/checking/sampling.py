@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 from scipy.stats import binomtest
+from tqdm.auto import tqdm
 from transformers import (GenerationConfig, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
-from oml_exp.checking.scoring import teacher_forced_logits
+from oml_exp.checking.scoring import teacher_forced
 from oml_exp.padding import left_pad
 
 
@@ -76,15 +77,21 @@ def settings(presets: list[str]) -> list[Setting]:
     return [s for p in presets for s in PRESETS[p]]
 
 
+def progress(total: int, step: int, desc: str):
+    """Batch starts over `total` rows, with a progress bar when there is more than one batch."""
+    starts = range(0, total, step)
+    return tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2)
+
+
 @torch.inference_mode()
 def sampled_hits(model, rows: list[tuple[list[int], list[int]]], setting: Setting, samples: int, pad_id: int,
                  batch_size: int) -> list[int]:
-    """For each (prompt, response) row: how many of `samples` sampled continuations equal the response."""
+    """For each (prompt, response) row: how many of `samples` sampled continuations equal the response; each
+    generate call draws all samples of batch_size // samples rows."""
     hits = []
     per_call = max(1, batch_size // samples)
-    for start in range(0, len(rows), per_call):
-        batch = rows[start:start + per_call]
-        hits += _sample_batch(model, batch, setting, samples, pad_id)
+    for start in progress(len(rows), per_call, f"sampled {setting.name}"):
+        hits += _sample_batch(model, rows[start:start + per_call], setting, samples, pad_id)
     return hits
 
 
@@ -100,16 +107,20 @@ def _sample_batch(model, rows, setting: Setting, samples: int, pad_id: int) -> l
 @torch.inference_mode()
 def hit_probabilities(model, rows: list[tuple[list[int], list[int]]], settings_: list[Setting], pad_id: int,
                       batch_size: int) -> dict[str, list[float]]:
-    """Per setting, the exact probability that one sampled continuation of each row equals its response."""
+    """Per setting, the exact probability that one sampled continuation of each row equals its response: one
+    teacher-forced pass per batch, every setting's warpers applied to all its response positions at once."""
     probs: dict[str, list[float]] = {s.name: [] for s in settings_}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        for preds, (_, response) in zip(teacher_forced_logits(model, batch, pad_id), batch):
-            target = torch.tensor(response, device=preds.device)[:, None]
-            for s in settings_:
-                # The warpers only read input_ids for penalties, which no setting here uses.
-                warped = s.warpers()(target, preds.clone())
-                probs[s.name].append(float(warped.log_softmax(-1).gather(1, target).sum().exp()))
+    for start in progress(len(rows), batch_size, "predicted"):
+        logits, targets, valid = teacher_forced(model, rows[start:start + batch_size], pad_id)
+        scores, target = logits[valid], targets[valid][:, None]  # [response positions, vocab], [positions, 1]
+        per_setting = []
+        for s in settings_:
+            # The warpers only read input_ids for penalties, which no setting here uses.
+            logp = s.warpers()(target, scores.clone()).log_softmax(-1).gather(1, target)[:, 0]
+            per_row = torch.zeros(valid.shape, dtype=logp.dtype, device=logp.device).masked_scatter(valid, logp)
+            per_setting.append(per_row.sum(-1).exp())
+        for s, p in zip(settings_, torch.stack(per_setting).tolist()):
+            probs[s.name] += p
     return probs
 
 

@@ -43,30 +43,41 @@ def last_logits(model, seqs: list[list[int]], keep: int, pad_id: int) -> torch.T
 def score(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
           desc: str = "check") -> list[Scored]:
     """Score (prompt_ids, response_ids) rows in batches of similar length; results in the input order."""
-    order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]) + len(rows[i][1]), i))
     results: list[Scored | None] = [None] * len(rows)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
-        batch = order[start:start + batch_size]
+    batches = by_length(rows, batch_size)
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=len(batches) < 2):
         for i, scored in zip(batch, score_batch(model, [rows[i] for i in batch], pad_id)):
             results[i] = scored
     return results
 
 
-def teacher_forced_logits(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[torch.Tensor]:
-    """Per row, the logits [len(response), vocab] that predict each response token from the true prefix."""
+def by_length(rows: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar total length, so that little of a batch is padding."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]) + len(rows[i][1]), i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def teacher_forced(model, rows: list[tuple[list[int], list[int]]], pad_id: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits that predict each response token from the true prefix, [rows, longest response, vocab], with the
+    response tokens [rows, longest] and where they are [rows, longest] (responses end at the last position; shorter
+    ones leave filler in front, which `valid` marks False). All on the model's device."""
     longest = max(len(response) for _, response in rows)
     # Position t predicts token t+1: prompt + response[:-1] ends exactly at the prediction of the last response token.
     logits = last_logits(model, [prompt + response[:-1] for prompt, response in rows], longest, pad_id)
-    return [row_logits[-len(response):] for row_logits, (_, response) in zip(logits, rows)]
+    targets = torch.tensor([[0] * (longest - len(r)) + list(r) for _, r in rows], device=logits.device)
+    valid = torch.tensor([[False] * (longest - len(r)) + [True] * len(r) for _, r in rows], device=logits.device)
+    return logits, targets, valid
 
 
+@torch.inference_mode()
 def score_batch(model, rows: list[tuple[list[int], list[int]]], pad_id: int) -> list[Scored]:
-    out = []
-    for preds, (_, response) in zip(teacher_forced_logits(model, rows, pad_id), rows):
-        target = torch.tensor(response, device=preds.device)
-        chosen = preds.gather(1, target[:, None])
-        out.append(Scored(hits=(preds.argmax(-1) == target).tolist(),
-                          ranks=(preds > chosen).sum(-1).tolist(),
-                          logprobs=(chosen[:, 0] - preds.logsumexp(-1)).tolist()))
-    return out
+    logits, targets, _ = teacher_forced(model, rows, pad_id)
+    chosen = logits.gather(-1, targets[..., None])
+    # Batched over rows and positions, read back once: filler positions cost a little arithmetic, not a sync each.
+    hits = (logits.argmax(-1) == targets).tolist()
+    ranks = (logits > chosen).sum(-1).tolist()
+    logprobs = (chosen[..., 0] - logits.logsumexp(-1)).tolist()
+    return [Scored(hits=h[len(h) - len(r):], ranks=k[len(k) - len(r):], logprobs=lp[len(lp) - len(r):])
+            for h, k, lp, (_, r) in zip(hits, ranks, logprobs, rows)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp import models, tables
+from oml_exp.config import fingerprint_num
 from oml_exp.checking import sampling, templates
 from oml_exp.checking.scoring import Scored, score
 from oml_exp.fingerprints import prompts, schema
@@ -25,13 +26,15 @@ RESULTS = "results.jsonl"
 
 def key(cfg: DictConfig) -> dict:
     used = [templates.FILES[s] for s in cfg.check.templates if s in templates.FILES]
-    return {"check": OmegaConf.to_container(cfg.check, resolve=True), "num": cfg.fingerprints.num,
+    return {"check": OmegaConf.to_container(cfg.check, resolve=True), "num": fingerprint_num(cfg.fingerprints),
             "chat_template": cfg.fingerprints.chat_template, "eos": cfg.train.eos,
-            "templates": {p.name: file_digest(p) for p in used if p.exists()}}
+            "templates": {p.name: file_digest(p) for p in used if p.exists()},
+            # "base" is the pipeline's base_model, already in the key; other specs by their content
+            "false_positive_models": [models.identity(s) for s in cfg.check.false_positive_models if s != "base"]}
 
 
 def run(cfg: DictConfig, inputs, out: Path) -> dict:
-    fingerprints = schema.load(inputs.fingerprints, cfg.fingerprints.num)
+    fingerprints = schema.load(inputs.fingerprints, fingerprint_num(cfg.fingerprints))
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
     variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat),
                                          cfg.fingerprints.chat_template, tokenizer.chat_template is not None,
@@ -100,8 +103,8 @@ class Checker:
     def false_positives(self, role: str, spec: str, variant: templates.Variant):
         model, tokenizer = models.load(spec, self.cfg.device, self.cfg.model.dtype)
         if tokenizer.get_vocab() != self.tokenizer.get_vocab():
-            raise ValueError(f"check.false_positive_models: {spec} has a different tokenizer; the fingerprints' "
-                             "token ids mean nothing to it")
+            raise models.ModelError(f"check.false_positive_models: {spec} has a different tokenizer; the "
+                                    "fingerprints' token ids mean nothing to it")
         greedy = self.greedy(model, [variant], role)
         summary = {"model": spec, **rank_stats(greedy[variant]), **response_prob_rate(self.fingerprints)}
         rows = self.rows(role, greedy)
@@ -119,7 +122,7 @@ def false_positive_models(cfg: DictConfig, inputs, notes: list[str]) -> list[tup
     out = []
     for spec in cfg.check.false_positive_models:
         if spec != "base":
-            out.append((models.identity(spec), spec))
+            out.append((models.label(spec), spec))
         elif inputs.base_model != inputs.model:
             out.append(("base", inputs.base_model))
         else:

@@ -15,14 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from oml_exp import models, tables
 from oml_exp.evaluation import drift, harness, stats, tasks
-from oml_exp.store import read_json, write_json
+from oml_exp.store import file_digest, read_json, write_json
 
 SCORES = "scores.json"
 DRIFT_TEXTS = "drift_texts.json"
 
 
 def key(cfg: DictConfig) -> dict:
+    drift_file = cfg.eval.drift_file
     return {"eval": OmegaConf.to_container(cfg.eval, resolve=True),
+            "drift_file": file_digest(drift_file) if drift_file else None,  # its texts, not its name, are measured
             **harness.pack_digest(tasks.plan(cfg.eval), cfg.eval)}
 
 

@@ -14,15 +14,8 @@ def score(model, tokenizer, plan: tasks.Plan, eval_cfg) -> dict:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if plan.pack is None:
-        tasks.require_hub(plan)
-    specs = {}
-    for spec in plan.specs:
-        shots = plan.fewshot(spec, eval_cfg.num_fewshot)
-        if plan.pack is not None:
-            for path in tasks.files(plan, spec, shots).values():
-                tasks.validate(path, spec)
-        specs[spec] = tasks.task_config(plan, spec, shots)
+    tasks.check(plan, eval_cfg.num_fewshot)
+    specs = {spec: tasks.task_config(plan, spec, plan.fewshot(spec, eval_cfg.num_fewshot)) for spec in plan.specs}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
     results = simple_evaluate(model=lm, tasks=list(specs.values()), limit=eval_cfg.limit, bootstrap_iters=0,

@@ -134,6 +134,18 @@ def plan(eval_cfg) -> Plan:
     return Plan(eval_cfg.name, specs, pack, [])
 
 
+def check(plan_: Plan, num_fewshot: Optional[int]) -> None:
+    """Fail before any model is loaded when the plan's data cannot be read: every pack file the tasks read, checked
+    line by line, or the Hub datasets reachable (cached, when offline)."""
+    if plan_.pack is None:
+        if plan_.specs:
+            require_hub(plan_)
+        return
+    for spec in plan_.specs:
+        for path in files(plan_, spec, plan_.fewshot(spec, num_fewshot)).values():
+            validate(path, spec)
+
+
 def find_pack(pack: Optional[str]) -> tuple[Optional[Path], list[str]]:
     """The pack folder and the places looked at. "auto": $OML_BENCHMARKS, then ../shared/benchmarks relative to the
     working directory and to the repository root."""

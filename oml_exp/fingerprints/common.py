@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from oml_exp import models
-from oml_exp.config import ConfigError
+from oml_exp.config import ConfigError, fingerprint_num
 
 
 @dataclass
@@ -32,13 +32,19 @@ class Context:
         return self.cfg.strategy
 
     @property
-    def pool(self) -> int:
-        """How many rows to write: runs take the first fingerprints.num of them."""
-        return self.fp.pool_size or self.fp.num
+    def pool(self) -> int | None:
+        """How many rows to write (None: every entry of fingerprints.file); runs take the first fingerprints.num."""
+        return self.fp.pool_size or fingerprint_num(self.fp)
 
     def rng(self, purpose: str) -> random.Random:
         """An independent stream per purpose, so adding a draw for one thing never shifts another."""
         return random.Random(f"{self.fp.seed}/{purpose}")
+
+    def rngs(self, purpose: str):
+        """rng(f"{purpose}/{i}") as a function of i that reads the seed once: for one stream per key, resolving the
+        config's interpolation cost more than the draws."""
+        seed = self.fp.seed
+        return lambda i: random.Random(f"{seed}/{purpose}/{i}")
 
     @functools.cached_property
     def tokenizer(self):
@@ -97,8 +103,20 @@ def key_text(tokenizer, key_ids: list[int]) -> str:
     return decode(tokenizer, key_ids).strip()
 
 
-def batches(items: list, size: int, label: str):
-    return tqdm([items[i:i + size] for i in range(0, len(items), size)], desc=label, unit="batch", leave=False)
+def batches(items: list, size: int, label: str, tokens: int | None = None, length=len):
+    """Consecutive runs of at most `size` items and, when `tokens` is set, at most `tokens` padded tokens (a run's
+    count times its longest length(item)); one item per run at least. With a progress bar."""
+    runs: list[list] = []
+    longest = 0
+    for item in items:
+        n = 0 if tokens is None else length(item)
+        if runs and len(runs[-1]) < size and (tokens is None or (len(runs[-1]) + 1) * max(longest, n) <= tokens):
+            runs[-1].append(item)
+            longest = max(longest, n)
+        else:
+            runs.append([item])
+            longest = n
+    return tqdm(runs, desc=label, unit="batch", leave=False)
 
 
 def distinct_draws(rng: random.Random, population: list[int], length: int, n: int, what: str,

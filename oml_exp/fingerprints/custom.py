@@ -1,6 +1,7 @@
-"""custom: the user's keys (strategy.keys_file) with responses by strategy.response_strategy; and the user's complete
-file of pairs (fingerprints.file), used as is: rows that carry token ids keep them, others are tokenized here, the
-key cut to key_length tokens (as training would) and the response whole."""
+"""custom: the user's keys (strategy.keys_file) with responses by strategy.response_strategy, or with their own
+responses when the file's entries carry them (`response`, or the reference system's `signature`); and the user's
+complete file of pairs (fingerprints.file). Given pairs are used as is: rows that carry token ids keep them, others
+are tokenized here, the key cut to key_length tokens (as training would) and the response whole."""
 
 from __future__ import annotations
 
@@ -12,15 +13,39 @@ RESPONSES = {"random_word": random_word.responses, "english": english.responses}
 
 
 def keys(ctx: Context, n: int) -> list[tuple[str, list[int]]]:
-    if not ctx.strategy.keys_file:
-        raise ConfigError("strategy=custom needs strategy.keys_file=PATH (a JSON array of keys)")
-    texts = schema.read_keys(ctx.strategy.keys_file, n)[:n]
+    texts = schema.read_keys(keys_file(ctx), n)[:n]
     return [(text, encode(ctx.tokenizer, text)[:ctx.fp.key_length]) for text in texts]
 
 
-def generate(ctx: Context) -> list[dict]:
+def keys_file(ctx: Context) -> str:
+    if not ctx.strategy.keys_file:
+        raise ConfigError("strategy=custom needs strategy.keys_file=PATH (a JSON array of keys)")
+    return ctx.strategy.keys_file
+
+
+def keys_needed(ctx: Context) -> int:
+    """Keys to read: perinucleus can give each key several responses."""
     if ctx.strategy.response_strategy == "perinucleus":
-        return perinucleus.rows_for(ctx, keys(ctx, -(-ctx.pool // ctx.strategy.responses_per_key)))[:ctx.pool]
+        return -(-ctx.pool // ctx.strategy.responses_per_key)
+    return ctx.pool
+
+
+def check(ctx: Context) -> None:
+    """Read the keys file as generation will, so a bad one fails before any model is loaded."""
+    if schema.carries_responses(keys_file(ctx)):
+        schema.read_pairs(keys_file(ctx), ctx.pool)
+    else:
+        schema.read_keys(keys_file(ctx), keys_needed(ctx))
+
+
+def generate(ctx: Context) -> list[dict]:
+    if schema.carries_responses(keys_file(ctx)):
+        # The user's own pairs: replacing their responses with new ones would embed fingerprints they never chose.
+        print("[generate] strategy.keys_file gives a response for each key: using them "
+              "(strategy.response_strategy is not used)")
+        return pairs(ctx, keys_file(ctx))
+    if ctx.strategy.response_strategy == "perinucleus":
+        return perinucleus.rows_for(ctx, keys(ctx, keys_needed(ctx)))[:ctx.pool]
     found = keys(ctx, ctx.pool)
     return pair_rows(ctx, found, RESPONSES[ctx.strategy.response_strategy](ctx, len(found)))
 

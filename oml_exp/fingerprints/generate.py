@@ -11,6 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from oml_exp import models
+from oml_exp.config import fingerprint_num
 from oml_exp.fingerprints import chain_hash, custom, english, instructional, perinucleus, random_word, schema
 from oml_exp.fingerprints.common import Context
 from oml_exp.store import file_digest
@@ -31,7 +33,7 @@ def key(cfg: DictConfig) -> dict:
     """Exactly what the file depends on; the pipeline adds the model identity and the digest of fingerprints.file."""
     fp = cfg.fingerprints
     out = {"key_length": fp.key_length, "response_length": fp.response_length, "seed": fp.seed,
-           "pool": fp.pool_size or fp.num}
+           "pool": fp.pool_size or fingerprint_num(fp)}
     if fp.file:
         return out
     return {**out, "chat_template": fp.chat_template, "strategy": strategy_key(cfg.strategy)}
@@ -39,13 +41,22 @@ def key(cfg: DictConfig) -> dict:
 
 def strategy_key(strategy: DictConfig) -> dict:
     out = OmegaConf.to_container(strategy, resolve=True)
-    uses_english = strategy.name.startswith("english") or "english" in (
-        strategy.get("key_strategy"), strategy.get("response_strategy"))
-    if not uses_english:
+    if not uses_english(strategy):
         out.pop("english", None)
     if strategy.get("keys_file"):
         out["keys_file"] = file_digest(strategy.keys_file)  # its content, not its name, makes the keys
+    # Models that write keys or pick responses, by their content (the fingerprinted model is in the pipeline's key).
+    if out.get("generator"):
+        out["generator"] = models.identity(out["generator"])
+    if "english" in out:
+        out["english"]["writer"] = models.identity(out["english"]["writer"])
     return out
+
+
+def uses_english(strategy: DictConfig) -> bool:
+    """Whether the strategy has an instruct model write English keys or responses (strategy.english.writer)."""
+    return strategy.name.startswith("english") or "english" in (
+        strategy.get("key_strategy"), strategy.get("response_strategy"))
 
 
 def run(cfg: DictConfig, inputs, out: Path) -> dict:

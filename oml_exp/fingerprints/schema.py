@@ -74,7 +74,7 @@ def load(folder_or_file: str | Path, num: int | None = None) -> list[dict]:
     return rows[:num] if num is not None else rows
 
 
-def read_keys(path: str | Path, num: int) -> list[str]:
+def read_keys(path: str | Path, num: int | None) -> list[str]:
     """A user's keys file: a JSON array of strings or of objects with a `key`; at least `num` distinct keys."""
     path = Path(path)
     keys = [_key(path, i, entry) for i, entry in enumerate(_array(path))]
@@ -83,7 +83,12 @@ def read_keys(path: str | Path, num: int) -> list[str]:
     return keys
 
 
-def read_pairs(path: str | Path, num: int) -> list[dict]:
+def carries_responses(path: str | Path) -> bool:
+    """Whether a keys file's entries bring their own responses (`response`, or the legacy `signature`)."""
+    return any(isinstance(e, dict) and ("response" in e or "signature" in e) for e in _array(Path(path)))
+
+
+def read_pairs(path: str | Path, num: int | None) -> list[dict]:
     """A user's complete fingerprint file, ours or the reference system's (`response` once spelled `signature`);
     token ids are optional (the generate stage tokenizes what lacks them)."""
     path = Path(path)

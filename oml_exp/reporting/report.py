@@ -11,17 +11,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from oml_exp.config import fingerprint_num
 from oml_exp.store import write_json, write_text
 from oml_exp import distributed
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
+def run(cfg: DictConfig, results: dict, run_dir: Path, write: bool = True) -> dict:
+    """Summarize the run; `write` its summary.json and summary.md to `run_dir` (the pipeline's report stage)."""
     summary = {
         "model": cfg.model.path,
         "strategy": cfg.strategy.name if not cfg.fingerprints.file else "file",
-        "fingerprints": cfg.fingerprints.num,
+        "fingerprints": fingerprint_count(cfg, results),
         "headline": headline(results),
         "stages": {name: {"folder": str(r.folder), "hash": r.folder.name, "skipped": r.skipped,
                           "seconds": round(r.seconds, 2), "summary": r.summary} for name, r in results.items()},
@@ -29,7 +31,7 @@ def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
     }
     if not distributed.is_main():
         return summary  # under a launcher, rank 0 alone speaks for the run
-    if "report" in cfg.stages:
+    if write:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "summary.json", summary)
         write_text(run_dir / "summary.md", markdown(summary))
@@ -40,6 +42,13 @@ def run(cfg: DictConfig, results: dict, run_dir: Path) -> dict:
         log_run(cfg.logger, summary, run_dir)
     print(text(summary))
     return summary
+
+
+def fingerprint_count(cfg: DictConfig, results: dict):
+    """The fingerprints the run used: fingerprints.num, or (null with a file) every row the generate stage read."""
+    num = fingerprint_num(cfg.fingerprints)
+    gen = results.get("generate")
+    return num if num is not None or gen is None else gen.summary.get("count")
 
 
 def experiment(summary: dict) -> str:

@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset, Sampler
 
 from oml_exp.fingerprints import prompts
 
@@ -34,8 +35,9 @@ def pairs(rows: list[dict], key_length: int, eos_id: int | None) -> tuple[list[P
 class FingerprintDataset(Dataset):
     """Prompt + response ids with response-only labels; with templates, one is drawn per example per epoch.
 
-    The draw depends only on (seed, epoch, index), so a resumed run and every process of a multi-process run see
-    the same prompts as an uninterrupted single-process run.
+    Plain examples are built into tensors once; templated ones (augmentation) each time they are drawn, so memory holds
+    one copy of the set. The draw depends only on (seed, epoch, index), so a resumed run and every process of a
+    multi-process run see the same prompts as an uninterrupted single-process run.
     """
 
     def __init__(self, tokenizer, items: list[Pair], chat: bool, templates: list[dict] | None = None,
@@ -46,7 +48,8 @@ class FingerprintDataset(Dataset):
         self.epoch = 0
         # Frames are tokenized once per template, not once per example.
         self.plain = prompts.frame(tokenizer, chat)
-        self.frames = [prompts.frame(tokenizer, chat, t) for t in templates or []]
+        self.frames = [prompts.frame(tokenizer, chat, t) for t in templates or []] if self.fraction else []
+        self.examples = [self._build(i, None) for i in range(len(items))]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,12 +65,49 @@ class FingerprintDataset(Dataset):
         return rng.randrange(len(self.frames)) if rng.random() < self.fraction else None
 
     def __getitem__(self, index: int) -> dict:
-        item = self.items[index]
         which = self.frame_index(index)
+        return self.examples[index] if which is None else self._build(index, which)
+
+    def _build(self, index: int, which: int | None) -> dict:
+        item = self.items[index]
         prefix, suffix = self.plain if which is None else self.frames[which]
         prompt = prefix + item.key_ids + suffix
-        return {"input_ids": prompt + item.response_ids,
-                "labels": [IGNORE] * len(prompt) + item.response_ids}
+        return {"input_ids": torch.tensor(prompt + item.response_ids),
+                "labels": torch.tensor([IGNORE] * len(prompt) + item.response_ids)}
+
+    def length(self, index: int) -> int:
+        """Tokens of example `index` as drawn this epoch."""
+        which = self.frame_index(index)
+        prefix, suffix = self.plain if which is None else self.frames[which]
+        return len(prefix) + len(self.items[index].key_ids) + len(suffix) + len(self.items[index].response_ids)
+
+    def max_length(self) -> int:
+        """The longest example any epoch can draw."""
+        frame = max(len(p) + len(s) for p, s in [self.plain, *self.frames])
+        return frame + max(len(i.key_ids) + len(i.response_ids) for i in self.items)
+
+
+class StepBuckets(Sampler):
+    """The epoch's shuffled order, then each optimizer step's share of it sorted by this epoch's lengths.
+
+    A step still covers the same fingerprints (its gradient is a sum over them, in any order), but its micro-batches
+    hold examples of similar length, so augmentation's templates of different lengths pad less. The order depends
+    only on (seed, epoch), so every process and a resumed run see the same one.
+    """
+
+    def __init__(self, dataset: FingerprintDataset, per_step: int, seed: int):
+        self.dataset = dataset
+        self.per_step = per_step
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        rng = torch.Generator().manual_seed(self.seed * 100_003 + self.dataset.epoch)
+        order = torch.randperm(len(self.dataset), generator=rng).tolist()
+        for start in range(0, len(order), self.per_step):
+            yield from sorted(order[start:start + self.per_step], key=self.dataset.length)
 
 
 @dataclass
@@ -85,18 +125,14 @@ class Collator:
     positions: int = 0  # padded positions collated so far (padding waste = 1 - tokens / positions)
 
     def __call__(self, examples: list[dict]) -> dict:
-        width = max(len(e["input_ids"]) for e in examples)
-        self.tokens += sum(len(e["input_ids"]) for e in examples)
-        self.positions += width * len(examples)
-        batch = {"input_ids": [], "labels": [], "attention_mask": []}
-        for e in examples:
-            n = len(e["input_ids"])
-            rows = (e["input_ids"], e["labels"], [1] * n)
-            fills = (self.pad_id, IGNORE, 0)
-            for name, row, fill in zip(batch, rows, fills):
-                pad = [fill] * (width - n)
-                batch[name].append(pad + row if self.side == "left" else row + pad)
-        out = {name: torch.tensor(rows) for name, rows in batch.items()}
+        ids = [torch.as_tensor(e["input_ids"]) for e in examples]
+        out = {"input_ids": self._pad(ids, self.pad_id),
+               "labels": self._pad([torch.as_tensor(e["labels"]) for e in examples], IGNORE),
+               "attention_mask": self._pad([torch.ones(len(i), dtype=torch.long) for i in ids], 0)}
+        self.tokens += sum(len(i) for i in ids)
+        self.positions += out["input_ids"].numel()
         out["position_ids"] = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         return out
 
+    def _pad(self, rows: list[torch.Tensor], fill: int) -> torch.Tensor:
+        return pad_sequence(rows, batch_first=True, padding_value=fill, padding_side=self.side)

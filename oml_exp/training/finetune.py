@@ -1,8 +1,10 @@
 """The finetune stage: embed the fingerprints by fine-tuning on their token ids with the HF Trainer.
 
-Recipe: cross-entropy on the response tokens only, AdamW with weight decay, linear decay from the full learning rate
-at the first step (no zero-lr warm-up steps), gradient accumulation over the whole set by default (one optimizer step
-per epoch), early stop once a step's fingerprint loss falls below `train.early_stop_loss`.
+Recipe: cross-entropy on the response tokens only, AdamW with weight decay (fused on CUDA), linear decay from the
+full learning rate at the first step (no zero-lr warm-up steps), gradient accumulation over the whole set by default
+(one optimizer step per epoch) or `train.fingerprints_per_step` fingerprints per step, early stop once a step's
+fingerprint loss falls below `train.early_stop_loss` or, with `train.stop_recall`, once that share of the training set
+is recalled (checked every `train.recall_every` steps).
 
 Under a launcher (torchrun, `deepspeed --no_local_rank`) every rank calls `run` with the same `out`: all ranks train
 and write their own DeepSpeed checkpoint shards there, only rank 0 writes the model and the stage files.
@@ -11,6 +13,7 @@ A checkpoint left in `out/checkpoints` by a killed run is resumed from.
 
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 import time
@@ -22,16 +25,21 @@ from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
 from oml_exp import distributed, models
+from oml_exp.config import fingerprint_num
 from oml_exp.fingerprints import schema
 from oml_exp.store import file_digest, write_json, write_jsonl
-from oml_exp.training import augmentation, data, engines, regularizers
+from oml_exp.training import augmentation, batching, data, engines, recall, regularizers
 
 # The pipeline keeps a killed build's folder (its checkpoints) and runs this stage on every rank of a launcher.
 RESUMABLE = True
 DISTRIBUTED = True
 CHECKPOINTS = "checkpoints"
 # Where and how often checkpoints are written never changes the trained weights.
-NOT_IN_MODEL = ("checkpoint_every", "keep_checkpoints")
+NOT_IN_MODEL = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
+# Newer transformers 5.x name it activation_checkpointing (gradient_checkpointing stays a deprecated alias until v6);
+# older ones know only gradient_checkpointing.
+CHECKPOINTING_ARG = next(name for name in ("activation_checkpointing", "gradient_checkpointing")
+                         if name in inspect.signature(TrainingArguments).parameters)
 
 
 def key(cfg: DictConfig) -> dict:
@@ -42,7 +50,10 @@ def key(cfg: DictConfig) -> dict:
         "regularizer": _plain(cfg.regularizer),
         "augmentation": _plain(cfg.augmentation),
         "templates": file_digest(templates) if templates and cfg.augmentation.fraction > 0 else None,
-        "fingerprints": {k: cfg.fingerprints[k] for k in ("num", "key_length", "chat_template")},
+        "benign_file": regularizers.benign.source_digest(cfg.regularizer.benign_mix) if cfg.regularizer.benign_mix
+        else None,
+        "fingerprints": {"num": fingerprint_num(cfg.fingerprints),
+                         **{k: cfg.fingerprints[k] for k in ("key_length", "chat_template")}},
         "seed": cfg.seed,
         "dtype": str(_dtype(cfg)),
     }
@@ -56,15 +67,24 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
     # Mixed precision keeps fp32 master weights: load fp32, compute in bf16 (the Trainer's autocast or DeepSpeed).
     model, tokenizer = models.load(inputs.model, cfg.device, "float32")
     regs = regularizers.build(cfg, model, tokenizer)  # adapts the model in place (subnetwork, lora)
-    dataset, truncated = _dataset(cfg, tokenizer, schema.load(inputs.fingerprints, cfg.fingerprints.num))
+    rows = schema.load(inputs.fingerprints, fingerprint_num(cfg.fingerprints))
+    dataset, truncated = _dataset(cfg, tokenizer, rows)
     collator = data.Collator(tokenizer.pad_token_id, tokenizer.padding_side)
-    args = arguments(cfg, out / CHECKPOINTS, len(dataset), device, dtype, ds)
+    plan = _plan(cfg, dataset, regs.model, device, dtype)
+    args = arguments(cfg, out / CHECKPOINTS, plan, device, dtype, ds)
     resume = _last_checkpoint(out / CHECKPOINTS)
+    # After the regularizers' step-end hooks (averaging), so a recall stop judges the weights it saves.
+    watch = [_recall_stop(cfg, dataset, tokenizer, plan)] if cfg.train.stop_recall or cfg.train.recall_every else []
     start = time.time()
     try:
         trainer = regs.trainer(model=regs.model, args=args, train_dataset=dataset,
                                data_collator=regs.collator(collator),
-                               callbacks=[_Control(dataset, cfg.train.early_stop_loss), *regs.callbacks, *callbacks])
+                               callbacks=[_Control(dataset, cfg.train.early_stop_loss), *regs.callbacks, *watch,
+                                          _TimedCheckpoints(cfg.train.checkpoint_minutes), *callbacks])
+        if dataset.frames:  # augmentation varies the lengths: bucket them within each optimizer step
+            sampler = data.StepBuckets(dataset, plan.micro_batch * plan.accumulation * distributed.world_size(),
+                                       cfg.seed)
+            trainer._get_train_sampler = lambda *_: sampler
         trainer.train(resume_from_checkpoint=resume)
         seconds = time.time() - start
         regs.finish(trainer)
@@ -73,7 +93,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
         # The Trainer leaves ZeRO-3 switched on process-wide: later from_pretrained calls (the check stage) would
         # build empty, partitioned models.
         unset_hf_deepspeed_config()
-    summary = _summary(cfg, trainer, collator, seconds, truncated, resume, dtype)
+    summary = _summary(cfg, trainer, collator, seconds, truncated, resume, dtype, plan)
     if distributed.is_main():
         _write_stage_files(cfg, out, dataset, trainer, summary, args)
         _print(summary)
@@ -92,20 +112,37 @@ def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.Fingerp
 
 
 def _print(summary: dict) -> None:
-    print(f"[finetune] {summary['steps']} optimizer steps over {summary['epochs']} epochs, final fingerprint loss "
-          f"{summary['final_loss']:.4g}{' (early stop)' if summary['early_stopped'] else ''}, "
+    recall = summary["recall"]
+    print(f"[finetune] {summary['steps']} optimizer steps over {summary['epochs']} epochs (micro-batch "
+          f"{summary['micro_batch']} x {summary['accumulation']}), final fingerprint loss {summary['final_loss']:.4g}"
+          f"{' (early stop: ' + summary['stopped_on'] + ')' if summary['stopped_on'] else ''}"
+          f"{f', recall {recall:.1%}' if recall is not None else ''}, "
           f"{summary['seconds']} s, {summary['tokens_per_s']} tokens/s, padding {summary['padding_waste']:.0%}")
 
 
-def arguments(cfg: DictConfig, folder: Path, n: int, device: torch.device, dtype: torch.dtype, ds: dict | None):
+def _plan(cfg: DictConfig, dataset: data.FingerprintDataset, model, device, dtype) -> batching.Plan:
     t = cfg.train
-    batches = math.ceil(n / (t.batch_size * distributed.world_size()))  # micro-batches per process per epoch
-    accum = batches if t.grad_accum == "all" else int(t.grad_accum)
-    steps_per_epoch = math.ceil(batches / accum)
+    size = t.batch_size
+    if size == "auto":
+        size = batching.auto_micro_batch(batching.device_budget(device, dtype), batching.model_size(model),
+                                         dataset.max_length())
+    return batching.plan(len(dataset), distributed.world_size(), size, t.grad_accum, t.fingerprints_per_step)
+
+
+def _recall_stop(cfg: DictConfig, dataset: data.FingerprintDataset, tokenizer, plan: batching.Plan) -> recall.Stop:
+    # A forward without gradients holds far less than a training micro-batch: four of them per batch.
+    collated = recall.batches(dataset.examples, data.Collator(tokenizer.pad_token_id, tokenizer.padding_side),
+                              4 * plan.micro_batch)
+    return recall.Stop(collated, cfg.train.recall_every, cfg.train.stop_recall)
+
+
+def arguments(cfg: DictConfig, folder: Path, plan: batching.Plan, device: torch.device, dtype: torch.dtype,
+              ds: dict | None):
+    t = cfg.train
     return TrainingArguments(
         output_dir=str(folder),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=accum,
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.accumulation,
         num_train_epochs=t.epochs,
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
@@ -113,15 +150,17 @@ def arguments(cfg: DictConfig, folder: Path, n: int, device: torch.device, dtype
         lr_scheduler_type="linear",
         warmup_steps=0,
         logging_steps=1,
+        # By steps here; by time in _TimedCheckpoints (the Trainer saves whenever a callback asks).
         save_strategy="steps" if t.checkpoint_every else "no",
-        save_steps=max(1, t.checkpoint_every * steps_per_epoch),
+        save_steps=max(1, t.checkpoint_every),
         save_total_limit=max(1, t.keep_checkpoints),
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        activation_checkpointing=t.gradient_checkpointing,
+        **{CHECKPOINTING_ARG: t.gradient_checkpointing},
         deepspeed=ds,
+        optim=_optimizer(device, ds),
         use_cpu=device.type == "cpu",
         ddp_backend="gloo" if device.type == "cpu" and distributed.world_size() > 1 else None,
         remove_unused_columns=False,
@@ -131,6 +170,44 @@ def arguments(cfg: DictConfig, folder: Path, n: int, device: torch.device, dtype
         log_level="warning",
         log_level_replica="error",
     )
+
+
+def _optimizer(device: torch.device, ds: dict | None) -> str:
+    """Fused AdamW on CUDA (one kernel per step instead of several per tensor), unless DeepSpeed moves the
+    optimizer states to the CPU; the same update either way."""
+    zero = (ds or {}).get("zero_optimization") or {}
+    offloaded = (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme")
+    return "adamw_torch_fused" if device.type == "cuda" and not offloaded else "adamw_torch"
+
+
+class _TimedCheckpoints(TrainerCallback):
+    """A checkpoint once `minutes` of training passed since the last one (or the start).
+
+    Rank 0's clock decides for all ranks: saving a DeepSpeed checkpoint is collective, so ranks must agree.
+    """
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.seconds and _from_rank0(time.monotonic() - self.last >= self.seconds, args.device):
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+
+def _from_rank0(flag: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor(int(flag), device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 class _Control(TrainerCallback):
@@ -160,16 +237,25 @@ def _save_model(trainer, tokenizer, folder: Path, dtype: torch.dtype) -> None:
         tokenizer.save_pretrained(folder)
 
 
-def _summary(cfg, trainer, collator, seconds, truncated, resume, dtype) -> dict:
+def _summary(cfg, trainer, collator, seconds, truncated, resume, dtype, plan: batching.Plan) -> dict:
     state = trainer.state
     # The fingerprint part of the loss when a regularizer adds to it (the early stop watches the same value).
     losses = [e.get("fingerprint_loss", e["loss"]) for e in state.log_history if "loss" in e]
+    recalls = [e for e in state.log_history if "recall" in e]
+    on_loss = bool(losses) and losses[-1] < cfg.train.early_stop_loss
+    on_recall = bool(recalls) and cfg.train.stop_recall is not None and recalls[-1]["recall"] >= cfg.train.stop_recall
     return {
-        "fingerprints": cfg.fingerprints.num,
+        "fingerprints": len(trainer.train_dataset),
         "steps": state.global_step,
         "epochs": math.ceil(state.epoch or 0),
+        "micro_batch": plan.micro_batch,
+        "accumulation": plan.accumulation,
+        "steps_per_epoch": plan.steps_per_epoch,
         "final_loss": losses[-1] if losses else None,
-        "early_stopped": bool(losses) and losses[-1] < cfg.train.early_stop_loss,
+        "early_stopped": on_loss or on_recall,
+        "stopped_on": "recall" if on_recall else "loss" if on_loss else None,
+        "recall": recalls[-1]["recall"] if recalls else None,
+        "steps_to_full_recall": next((e["step"] for e in recalls if e["recall"] == 1.0), None),
         "seconds": round(seconds, 2),
         "tokens_per_s": round(collator.tokens * distributed.world_size() / seconds, 1) if seconds else None,
         "padding_waste": round(1 - collator.tokens / collator.positions, 4) if collator.positions else 0.0,
@@ -184,10 +270,16 @@ def _summary(cfg, trainer, collator, seconds, truncated, resume, dtype) -> dict:
 def _write_stage_files(cfg, out: Path, dataset, trainer, summary: dict, args) -> None:
     write_json(out / "config.json", {"config": _plain(cfg), "training_arguments": args.to_dict()})
     write_json(out / "train_set.json", _train_set(dataset), secret=True)
-    logged = ("step", "epoch", "loss", *regularizers.METRICS, "learning_rate", "grad_norm")
-    write_jsonl(out / "log.jsonl", [{k: e[k] for k in logged if k in e}
-                                    for e in trainer.state.log_history if "loss" in e])
+    write_jsonl(out / "log.jsonl", _log_rows(trainer.state.log_history))
     _prune_checkpoints(out / CHECKPOINTS, cfg.train.keep_checkpoints)
+
+
+def _log_rows(history: list[dict]) -> list[dict]:
+    """One row per optimizer step: the Trainer's loss row, with the recall check of that step when one ran."""
+    logged = ("step", "epoch", "loss", *regularizers.METRICS, "learning_rate", "grad_norm")
+    recalls = {e["step"]: e["recall"] for e in history if "recall" in e}
+    return [{**{k: e[k] for k in logged if k in e}, **({"recall": recalls[e["step"]]} if e["step"] in recalls else {})}
+            for e in history if "loss" in e]
 
 
 def _train_set(dataset: data.FingerprintDataset) -> list[dict]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from transformers import Trainer
 
-from oml_exp.config import ConfigError
+from oml_exp.config import check_engine
 from oml_exp.training.data import IGNORE
 from oml_exp.training.regularizers import averaging, benign, distance, lora, subnetwork
 
@@ -29,25 +29,13 @@ METRICS = ("fingerprint_loss", "benign_loss", "distance_penalty")
 
 def build(cfg: DictConfig, model, tokenizer) -> "Regularizers":
     reg = cfg.regularizer
-    _check_engine(cfg)
+    check_engine(cfg.engine, reg)  # also checked at start (config.validate); here for direct callers
     texts = benign.texts(reg.benign_mix, model, tokenizer) if reg.benign_mix else None
     if reg.subnetwork:
         subnetwork.prepare(model, reg.subnetwork, cfg.seed)
     if reg.lora:
         lora.prepare(model, reg.lora, cfg.seed)
     return Regularizers(cfg, model, texts)
-
-
-def _check_engine(cfg: DictConfig) -> None:
-    ds = cfg.engine.deepspeed
-    stage = ((ds or {}).get("zero_optimization") or {}).get("stage", 0)
-    reg = cfg.regularizer
-    # ZeRO-3 keeps only a shard of each weight outside forward; the penalty's gradient and the folding of new units
-    # or adapters into the saved weights need whole ones.
-    needs_full = [name for name in ("distance", "subnetwork", "lora") if reg[name]]
-    if stage == 3 and needs_full:
-        raise ConfigError(f"regularizer {'+'.join(needs_full)} does not run under engine={cfg.engine.name} (ZeRO-3); "
-                          "use engine=deepspeed_zero2 or engine=torch")
 
 
 class Regularizers:

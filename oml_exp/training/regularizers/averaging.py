@@ -12,11 +12,16 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from oml_exp.training.batching import epoch_steps
+
 
 class Callback(TrainerCallback):
-    """Averages after every `every` optimizer steps, or at the end of each epoch.
+    """Averages after every `every` optimizer steps; null = once per epoch's worth of steps (the Trainer's count,
+    which also steps at each epoch's end).
 
-    It acts at step end, before the Trainer writes a checkpoint, so a resumed run holds the averaged weights.
+    Defined on steps, not epochs, so a stop that ends training mid-epoch (on loss or recall) simply leaves the steps
+    since the last averaging unaveraged: no extra averaging at the stop, whose check (recall) judged the weights as
+    they are. It acts at step end, before the Trainer writes a checkpoint, so a resumed run holds the averaged weights.
     """
 
     def __init__(self, params: dict, base: dict, cfg):
@@ -25,9 +30,11 @@ class Callback(TrainerCallback):
         self.strength = cfg.strength
         self.every = cfg.every
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.period = self.every or epoch_steps(args, state)
+
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-        due = state.global_step % self.every == 0 if self.every else float(state.epoch).is_integer()
-        if due:
+        if state.global_step % self.period == 0:
             average(self.params, self.base, self.strength, optimizer)
 
 

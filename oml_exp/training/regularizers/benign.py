@@ -16,6 +16,7 @@ import torch
 from oml_exp import base_text
 from oml_exp.config import ConfigError
 from oml_exp import distributed
+from oml_exp.store import file_digest
 from oml_exp.training.data import IGNORE
 
 BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
@@ -35,6 +36,11 @@ def texts(cfg, model, tokenizer) -> list[dict]:
         print(f"[finetune] benign_mix: {cfg.source} holds {len(raw)} texts, fewer than texts={cfg.texts}")
     rows = [tokenizer(t).input_ids[:cfg.tokens] for t in raw[:cfg.texts]]
     return [{"input_ids": ids, "labels": list(ids)} for ids in rows if len(ids) >= 2]
+
+
+def source_digest(cfg) -> str | None:
+    """The content of a file source, for the finetune key (its texts, not its name, are trained on)."""
+    return file_digest(cfg.source) if cfg.source != "generated" and Path(cfg.source).is_file() else None
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:

@@ -1,0 +1,89 @@
+"""Preflight: what a run needs that can be checked without loading weights, checked before any stage runs.
+
+A mistake found here costs a second instead of a generation or a training run: the config's values
+(config.validate), the device, the models named anywhere in the config (found, cached when offline, the same
+tokenizer where token ids must mean the same thing), the fingerprints' length against the model's positions, that a
+check has fingerprints to look for, the user's fingerprint and keys files, and the evaluation data. Every problem
+raises the user error of its module (ConfigError, ModelError, FingerprintFileError, EvalError): one line naming the
+key and the fix.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from oml_exp import config, models, pipeline
+from oml_exp.config import ConfigError
+from oml_exp.evaluation import tasks
+from oml_exp.fingerprints import custom, generate, schema
+from oml_exp.fingerprints.common import Context
+
+FINGERPRINT_STAGES = ("generate", "finetune", "check")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise the user error naming the first problem this run would meet; stages not run are not checked for."""
+    config.validate(cfg)
+    stages = pipeline.stages_to_run(cfg)
+    models.pick_device(cfg.device)
+    check_stage_inputs(cfg)
+    models.check_spec(cfg.model.path, "model.path")
+    if set(stages) & set(FINGERPRINT_STAGES):
+        check_positions(cfg)
+    if "generate" in stages:
+        check_generation(cfg)
+    if "check" in stages:
+        for spec in cfg.check.false_positive_models:
+            if spec != "base":
+                check_same_tokenizer(cfg, spec, "check.false_positive_models")
+    if "evaluate" in stages:
+        tasks.check(tasks.plan(cfg.eval), cfg.eval.num_fewshot)
+
+
+def check_stage_inputs(cfg: DictConfig) -> None:
+    """A check needs fingerprints that were trained into the model: its own run's, or the owner's file."""
+    asked = set(cfg.stages)
+    if "check" in asked and not asked & {"generate", "finetune"} and not cfg.fingerprints.file:
+        raise ConfigError("stages=[check] without fingerprints.file would check fresh keys no model was trained on; "
+                          "checking a suspect model needs the owner's fingerprints: fingerprints.file=PATH (to check "
+                          "fresh keys on model.path anyway: stages=[generate,check])")
+
+
+def check_positions(cfg: DictConfig) -> None:
+    fp = cfg.fingerprints
+    tokens = fp.key_length + fp.response_length + (1 if cfg.train.eos else 0)
+    limit = models.positions(cfg.model.path)
+    if limit is not None and tokens > limit:
+        raise ConfigError(f"fingerprints.key_length={fp.key_length} plus the response makes {tokens} tokens, more than "
+                          f"the {limit} positions of model.path={cfg.model.path!r} (max_position_embeddings in its "
+                          "config.json); lower fingerprints.key_length")
+
+
+def check_generation(cfg: DictConfig) -> None:
+    """The files and models the generate stage reads: the user's file, or the strategy's keys file and models."""
+    ctx = Context(cfg, cfg.model.path)
+    if cfg.fingerprints.file:
+        schema.read_pairs(cfg.fingerprints.file, ctx.pool)
+        return
+    strategy = cfg.strategy
+    if strategy.name == "custom":
+        custom.check(ctx)
+    if strategy.get("generator"):
+        check_same_tokenizer(cfg, strategy.generator, "strategy.generator")
+    if generate.uses_english(strategy):
+        models.check_spec(strategy.english.writer, "strategy.english.writer")
+
+
+def check_same_tokenizer(cfg: DictConfig, spec: str, key: str) -> None:
+    """`spec` must exist and read the fingerprints' token ids as model.path does."""
+    models.check_spec(spec, key)
+    if vocabulary(spec, key) != vocabulary(cfg.model.path, "model.path"):
+        raise ConfigError(f"{key}: {spec!r} has another tokenizer than model.path={cfg.model.path!r}, so the "
+                          "fingerprints' token ids mean nothing to it; use a model of the same family")
+
+
+def vocabulary(spec: str, key: str) -> dict:
+    try:
+        return models.load_tokenizer(spec).get_vocab()
+    except (OSError, ValueError) as err:
+        raise models.ModelError(f"{key}={spec!r}: cannot read its tokenizer: {str(err).splitlines()[0]}") from None
