@@ -47,14 +47,8 @@ def _offloads_to(ds: DictConfig, target: str) -> bool:
 
 
 def _cpu_deepspeed() -> None:
-    # Must precede the first deepspeed import; an op table that calls every op incompatible stops it from compiling
-    # C++ ops with g++. Older DeepSpeed (0.15) indexes the table by op name, newer ones use .get: answer both.
+    # Must precede the first deepspeed import; the empty op table stops it from compiling C++ ops with g++.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed.ops
 
-    deepspeed.ops.__compatible_ops__ = _NoOps()
-
-
-class _NoOps(dict):
-    def __missing__(self, name: str) -> bool:
-        return False
+    deepspeed.ops.__compatible_ops__ = {}
