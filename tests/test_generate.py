@@ -196,6 +196,15 @@ def test_small_top_k_and_no_spare_ranks_give_the_same_file(make_cfg, tmp_path, m
     assert (tmp_path / "small" / schema.FILE).read_bytes() == (tmp_path / "default" / schema.FILE).read_bytes()
 
 
+def test_batch_tokens_caps_the_keys_per_forward_pass(make_cfg, tmp_path, monkeypatch):
+    passes = []
+    probs = perinucleus.next_token_probs
+    monkeypatch.setattr(perinucleus, "next_token_probs",
+                        lambda model, seqs, pad: passes.append(len(seqs)) or probs(model, seqs, pad))
+    gen(make_cfg, tmp_path, "strategy.batch_tokens=20")  # prompts of 8 or 9 tokens: 2 per pass, not batch_size 4
+    assert passes == [2, 2, 2]
+
+
 def test_token_budget_caps_the_padded_batch():
     runs = list(batches([[1] * n for n in (3, 3, 5, 2, 2, 2, 2, 2, 2, 9, 1)], 4, "test", tokens=10))
     assert [[len(x) for x in run] for run in runs] == [[3, 3], [5, 2], [2, 2, 2, 2], [2], [9], [1]]
@@ -285,6 +294,7 @@ def test_bad_strategy_values_name_the_key(make_cfg, tmp_path):
     for override, key in [("strategy.key_strategy=poetry", "strategy.key_strategy"),
                           ("strategy.width=0", "strategy.width"),
                           ("strategy.batch_size=0", "strategy.batch_size"),
+                          ("strategy.batch_tokens=0", "strategy.batch_tokens"),
                           (f"fingerprints.file={tmp_path / 'missing.json'}", "fingerprints.file")]:
         with pytest.raises(config.ConfigError, match=key):
             config.validate(make_cfg(*TINY, override))
