@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from oml_exp import config, models, pipeline, preflight, store
-from oml_exp.__main__ import main
 from oml_exp.evaluation.tasks import EvalError
 from oml_exp.fingerprints import schema
 from tests.conftest import PACK, ROOT, subprocess_env
@@ -205,16 +204,26 @@ def test_a_failed_write_names_path_and_cause_and_leaves_no_entry(make_cfg, tmp_p
     assert not list((tmp_path / "stages").rglob(f".{name}.tmp-*"))
 
 
-def test_cli_reports_a_failed_write_in_one_line(tmp_path, monkeypatch, capsys):
-    def full_disk(path, text, secret=False):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    monkeypatch.setattr(store, "write_text", full_disk)  # a raw OSError, as a model or checkpoint save raises it
-    monkeypatch.setattr(sys, "argv", ["oml-exp", *TINY, "stages=[generate]", "fingerprints.num=2",
-                                      f"paths.output_dir={tmp_path}"])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    assert exit_.value.code == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+# A raw OSError, as a model or checkpoint save raises it, injected into the store's writer of a real CLI process (in
+# a child: Hydra's in-process logging would keep writing to pytest's closed capture streams).
+FULL_DISK = """
+import errno, os, sys
+from oml_exp import store
+def full_disk(path, text, secret=False):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+store.write_text = full_disk
+from oml_exp.__main__ import main
+sys.argv = ["oml-exp", *sys.argv[1:]]
+main()
+"""
+
+
+def test_cli_reports_a_failed_write_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, *TINY, "stages=[generate]", "fingerprints.num=2",
+                           f"paths.output_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
     assert line.startswith(f"oml-exp: error: cannot write {tmp_path}/stages/generate/.partial-")
     assert line.endswith("fingerprints.json: No space left on device; free disk space, or set paths.output_dir to a "
                          "disk with room")
