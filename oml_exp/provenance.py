@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -162,11 +161,11 @@ def hub_commit(repo: str, revision: str = "main") -> str:
 
 @functools.lru_cache(maxsize=None)
 def _online_commit(repo: str, revision: str) -> str | None:
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON"):
+    from huggingface_hub import HfApi, constants
+
+    if constants.is_offline_mode():  # the Hub's own reading of HF_HUB_OFFLINE, as models.check_spec uses
         return None
     try:
-        from huggingface_hub import HfApi
-
         return HfApi().model_info(repo, revision=revision, timeout=10).sha
     except Exception:  # noqa: BLE001 - no network, an unknown or gated repo: fall back to the local cache
         return None
