@@ -204,15 +204,16 @@ class TrainConfig:
     # Fingerprints per micro-batch and process, or "auto": the most a token budget allows for the device's free memory
     # and the model's size (oml_exp/training/batching.py). Never changes the weights, only speed and memory.
     batch_size: Any = 16
-    # What one optimizer step covers; set one of the two. grad_accum: "all" = the whole fingerprint set (one step
-    # per epoch, the reference's recipe) or a fixed number of micro-batches. fingerprints_per_step: that many
-    # fingerprints per step whatever the micro-batch (ceil(N / K) steps per epoch); needs grad_accum=all.
-    grad_accum: Any = "all"
-    fingerprints_per_step: Optional[int] = None
+    # What one optimizer step covers. fingerprints_per_step K: K fingerprints whatever the micro-batch (ceil(N / K)
+    # steps per epoch, so steps grow with the set; 64 was picked from the 64/256/1024 measurements in
+    # docs/training.md); null = the whole set, one step per epoch (the reference's recipe). grad_accum: a fixed number
+    # of micro-batches per step instead (needs fingerprints_per_step=null); null = as K needs.
+    fingerprints_per_step: Optional[int] = 64
+    grad_accum: Optional[int] = None
     early_stop_loss: float = 0.005  # stop once a step's fingerprint loss falls below this; 0 = never
     # Stop once this share of the training set is recalled exactly (greedy, plain prompts, teacher-forced check every
     # recall_every optimizer steps; null = once per epoch's worth of steps); null = no recall check.
-    stop_recall: Optional[float] = None
+    stop_recall: Optional[float] = 1.0
     recall_every: Optional[int] = None
     eos: bool = False  # train an EOS token after the response
     # 0 = no clipping. Clipping at 1.0 cut every step of SmolLM2's fingerprint gradients (norms 2-30) to one norm, so
@@ -230,13 +231,14 @@ class TrainConfig:
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
                  f"train.batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
-        _require(self.grad_accum == "all" or (isinstance(self.grad_accum, int) and self.grad_accum >= 1),
-                 f"train.grad_accum must be 'all' or a positive integer, got {self.grad_accum!r}")
+        _require(self.grad_accum is None or self.grad_accum >= 1,
+                 f"train.grad_accum must be a positive integer or null, got {self.grad_accum!r}")
         _require(self.fingerprints_per_step is None or self.fingerprints_per_step >= 1,
-                 f"train.fingerprints_per_step must be >= 1 or null, got {self.fingerprints_per_step}")
-        _require(self.fingerprints_per_step is None or self.grad_accum == "all",
+                 f"train.fingerprints_per_step must be >= 1 or null (the whole set per step), "
+                 f"got {self.fingerprints_per_step}")
+        _require(self.fingerprints_per_step is None or self.grad_accum is None,
                  f"train.fingerprints_per_step={self.fingerprints_per_step} and train.grad_accum={self.grad_accum} "
-                 "both decide what one optimizer step covers; set one (grad_accum=all with fingerprints_per_step)")
+                 "both decide what one optimizer step covers; add train.fingerprints_per_step=null to use grad_accum")
         _require(self.stop_recall is None or 0 < self.stop_recall <= 1,
                  f"train.stop_recall must lie in (0, 1] or be null (no recall stop), got {self.stop_recall}")
         _require(self.recall_every is None or self.recall_every >= 1,
@@ -348,9 +350,14 @@ class AugmentationConfig:
     templates: Optional[str] = None
     # Share of examples wrapped in a template each epoch; the rest stay plain so the bare key is still learned.
     fraction: float = 0.0
+    # Share of examples framed the other way each epoch (the model's chat template when fingerprints.chat_template is
+    # off, raw text when on), so one model answers through both; 0 = the trained framing only.
+    chat_mix: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.fraction <= 1.0, f"augmentation.fraction must lie in [0, 1], got {self.fraction}")
+        for name in ("fraction", "chat_mix"):
+            _require(0.0 <= getattr(self, name) <= 1.0,
+                     f"augmentation.{name} must lie in [0, 1], got {getattr(self, name)}")
         _require(self.fraction == 0.0 or self.templates is not None,
                  "augmentation.fraction > 0 needs augmentation.templates (e.g. augmentation=templates)")
 

@@ -58,12 +58,13 @@ def test_deepspeed_averages_the_master_copy_and_matches_torch(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("recipe, averaged", [
-    ("train.grad_accum=1", [2, 4]),  # 8 fingerprints, batch 4, no accumulation: two optimizer steps per epoch
-    ("train.fingerprints_per_step=2", [4, 8]),  # four steps per epoch
+    # 8 fingerprints, batch 4, no accumulation: two optimizer steps per epoch
+    (("train.grad_accum=1", "train.fingerprints_per_step=null"), [2, 4]),
+    (("train.fingerprints_per_step=2",), [4, 8]),  # four steps per epoch
 ])
 def test_averaging_runs_once_per_epoch_of_steps_and_strength_one_undoes_training(tmp_path, monkeypatch, recipe,
                                                                                  averaged):
-    overrides = ("regularizer=averaging", "regularizer.averaging.strength=1.0", recipe, "train.epochs=2",
+    overrides = ("regularizer=averaging", "regularizer.averaging.strength=1.0", *recipe, "train.epochs=2",
                  "train.early_stop_loss=0")
     steps = []
     original = averaging.Callback.on_step_end
@@ -85,7 +86,8 @@ def test_averaging_runs_once_per_epoch_of_steps_and_strength_one_undoes_training
 def test_every_k_steps(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(averaging, "average", lambda *a: calls.append(1))
-    cfg = make_config("regularizer=averaging", "regularizer.averaging.every=1", "train.grad_accum=1", "train.epochs=2",
+    cfg = make_config("regularizer=averaging", "regularizer.averaging.every=1", "train.grad_accum=1",
+                      "train.fingerprints_per_step=null", "train.epochs=2",
                       "train.early_stop_loss=0")
     train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
     assert len(calls) == 4

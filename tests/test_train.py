@@ -117,9 +117,9 @@ def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
 
     assert draws(0) == draws(0)
     assert draws(0) != draws(1)
-    plain = sum(d is None for d in draws(0))
+    plain = sum(d == (False, 0) for d in draws(0))
     assert 0 < plain < 20  # about 20% plain
-    assert len(set(draws(0)) - {None}) > 10
+    assert len(set(draws(0)) - {(False, 0)}) > 10
 
 
 def test_step_buckets_keep_each_steps_fingerprints_and_pad_less(tokenizer):
@@ -159,8 +159,8 @@ def test_run_embeds_fingerprints_and_writes_the_stage_folder(tmp_path, tokenizer
     gen, out = fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft"
     summary = train(cfg, gen, out)
 
-    assert summary["early_stopped"] and summary["final_loss"] < cfg.train.early_stop_loss
-    assert summary["steps"] == summary["epochs"] < cfg.train.epochs  # grad_accum=all: one step per epoch
+    assert summary["early_stopped"] and summary["stopped_on"] == "recall" and summary["recall"] == 1.0
+    assert summary["steps"] == summary["epochs"] < cfg.train.epochs  # up to 64 fingerprints: one step per epoch
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == list(range(1, summary["steps"] + 1))
     assert log[0]["learning_rate"] == pytest.approx(cfg.train.lr)  # no zero-lr first step
@@ -175,7 +175,8 @@ def test_run_embeds_fingerprints_and_writes_the_stage_folder(tmp_path, tokenizer
 
 
 def test_fixed_grad_accum_takes_several_steps_per_epoch(tmp_path):
-    cfg = make_config("train.grad_accum=1", "train.epochs=2", "train.early_stop_loss=0")
+    cfg = make_config("train.grad_accum=1", "train.fingerprints_per_step=null", "train.epochs=2",
+                      "train.early_stop_loss=0")
     summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
     assert summary["steps"] == 2 * 2  # 8 fingerprints, batch 4
     assert not summary["early_stopped"]
@@ -192,14 +193,14 @@ def test_key_covers_what_changes_the_weights_only():
 # --- optimizer steps, micro-batches and the stop on recall ---------------------------------------------------------
 
 @pytest.mark.parametrize("n, world, batch, accum, per_step, expected", [
-    (8, 1, 4, "all", None, (4, 2, 1)),  # the whole set per step
-    (8, 1, 16, "all", None, (8, 1, 1)),  # a micro-batch never exceeds the set
-    (8, 2, 4, "all", None, (4, 1, 1)),
+    (8, 1, 4, None, None, (4, 2, 1)),  # the whole set per step
+    (8, 1, 16, None, None, (8, 1, 1)),  # a micro-batch never exceeds the set
+    (8, 2, 4, None, None, (4, 1, 1)),
     (8, 1, 4, 1, None, (4, 1, 2)),
-    (8, 1, 4, "all", 3, (3, 1, 3)),  # K fingerprints per step: ceil(N / K) steps per epoch
-    (1024, 1, 16, "all", 64, (16, 4, 16)),
-    (1024, 2, 16, "all", 64, (16, 2, 16)),
-    (1024, 1, 2000, "all", 64, (64, 1, 16)),
+    (8, 1, 4, None, 3, (3, 1, 3)),  # K fingerprints per step: ceil(N / K) steps per epoch
+    (1024, 1, 16, None, 64, (16, 4, 16)),
+    (1024, 2, 16, None, 64, (16, 2, 16)),
+    (1024, 1, 2000, None, 64, (64, 1, 16)),
 ])
 def test_plan_splits_the_set_into_micro_batches_and_steps(n, world, batch, accum, per_step, expected):
     got = batching.plan(n, world, batch, accum, per_step)
@@ -236,7 +237,8 @@ def test_training_stops_once_every_fingerprint_is_recalled(tmp_path, tokenizer):
 
 
 def test_recall_is_checked_every_k_steps_and_at_the_end_without_a_target(tmp_path):
-    cfg = make_config("train.recall_every=2", "train.epochs=5", "train.early_stop_loss=0", "train.grad_accum=1")
+    cfg = make_config("train.recall_every=2", "train.epochs=5", "train.early_stop_loss=0", "train.grad_accum=1",
+                      "train.fingerprints_per_step=null")
     out = tmp_path / "ft"
     summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
     assert summary["steps"] == 10 and summary["stopped_on"] is None

@@ -45,6 +45,10 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
         summary["tasks"] = {name: compare(base_scores[name], s, cfg) for name, s in scores.items()}
         summary["drift"] = measure_drift(cfg, inputs, model, tokenizer)
     summary["mean"] = mean_scores(summary["tasks"])
+    if summary["mean"].get("retention") is not None:
+        both = stats.mean_retention([(base_scores[name]["scores"], s["scores"]) for name, s in scores.items()],
+                                    cfg.eval.bootstrap, cfg.seed)
+        summary["mean"]["retention_ci"] = [both["ci_low"], both["ci_high"]]
     print(table(summary))
     return summary
 

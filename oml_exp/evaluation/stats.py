@@ -29,6 +29,29 @@ def retention(base: list[float], tuned: list[float], iterations: int, seed: int,
             "delta_points": float((t.mean() - b.mean()) * 100)}
 
 
+def mean_retention(pairs: list[tuple[list[float], list[float]]], iterations: int, seed: int,
+                   level: float = 0.95) -> dict:
+    """The mean of per-task retentions with a paired bootstrap interval: each iteration resamples every task's items
+    (base and fingerprinted together) and averages the tasks' ratios; tasks the base scores 0 on are left out."""
+    rng = np.random.default_rng(seed)
+    ratios, points = [], []
+    for base, tuned in pairs:
+        b, t = np.asarray(base, float), np.asarray(tuned, float)
+        if b.mean() <= 0:
+            continue
+        idx = rng.integers(0, len(b), size=(iterations, len(b)))
+        b_means, t_means = b[idx].mean(1), t[idx].mean(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.where(b_means > 0, t_means / b_means, np.nan))
+        points.append(t.mean() / b.mean())
+    if not points:
+        return {"retention": math.nan, "ci_low": math.nan, "ci_high": math.nan, "level": level}
+    means = np.nanmean(np.stack(ratios), axis=0)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.nanpercentile(means, [tail, 100 - tail])
+    return {"retention": float(np.mean(points)), "ci_low": float(lo), "ci_high": float(hi), "level": level}
+
+
 def mcnemar(base: list[float], tuned: list[float]) -> dict:
     """Exact McNemar test for right/wrong items; None for scores that are not 0/1 (e.g. TruthfulQA mc2)."""
     if not all(x in (0.0, 1.0) for x in [*base, *tuned]):

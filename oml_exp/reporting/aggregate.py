@@ -76,13 +76,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def row(summary: dict, run: str) -> dict:
     cfg = summary["config"]
     head = summary["headline"]
-    check = (summary["stages"].get("check") or {}).get("summary") or {}
+    check = _stage(summary, "check")
     out = {"run": run, "model": cfg["model"]["name"], "strategy": summary["strategy"],
            "regularizer": label(cfg["regularizer"]), "augmentation": label(cfg["augmentation"]),
            "fingerprints": summary["fingerprints"], "seed": cfg["seed"],
            "success_rate": head.get("success_rate"), "token_accuracy": head.get("token_accuracy"),
            "heldout_success": heldout_success(check), "false_positive_rate": false_positive_rate(check),
-           "train_steps": head.get("train_steps")}
+           "train_steps": head.get("train_steps"), "train_seconds": _stage(summary, "finetune").get("seconds"),
+           **{f"{mode}_success": (check.get("sets") or {}).get(f"{mode}/plain", {}).get("mean") for mode in ("raw", "chat")}}
     tasks = head.get("tasks") or {}
     for task, t in tasks.items():
         # The evaluate stage names the fingerprinted score and the interval `fingerprinted`, `ci_low`, `ci_high`;
@@ -93,10 +94,16 @@ def row(summary: dict, run: str) -> dict:
     # A task the base model scores 0 on has no retention (NaN): the mean is over the tasks that have one.
     out["utility"] = _mean(out[f"score_{task}"] for task in tasks)
     out["mean_retention"] = _mean(out[f"retention_{task}"] for task in tasks)
+    out["mean_retention_lo"], out["mean_retention_hi"] = (head.get("mean") or {}).get("retention_ci") or (None, None)
     drift = head.get("drift") or {}
     out["drift_top1"], out["drift_kl"] = drift.get("top1_agreement"), drift.get("kl")
     out["stage_hashes"] = experiment(summary)
     return out
+
+
+def _stage(summary: dict, name: str) -> dict:
+    """A stage's own summary as the run recorded it ({} when the run did not include the stage)."""
+    return (summary["stages"].get(name) or {}).get("summary") or {}
 
 
 def _mean(values) -> Optional[float]:

@@ -7,6 +7,7 @@ hold keys), so nothing it writes or prints can leak a fingerprint.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -63,9 +64,12 @@ def headline(results: dict) -> dict:
     if check is not None:
         out["success_rate"] = check.summary.get("success_rate")
         out["token_accuracy"] = check.summary.get("token_accuracy")
-        heldout = (check.summary.get("sets") or {}).get("raw/heldout")
+        sets = check.summary.get("sets") or {}
+        heldout = sets.get(f"{'chat' if check.summary.get('chat_template') else 'raw'}/heldout")
         if heldout:
             out["heldout_success_rate"] = heldout["mean"]
+        # Mean success per framing (chat mode / template set), the trained one and any other checked.
+        out["framings"] = {name: s["mean"] for name, s in sets.items()}
         base_fp = (check.summary.get("false_positives") or {}).get("base")
         if base_fp:
             out["false_positive_rate"] = base_fp["success_rate"]
@@ -87,6 +91,8 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
         rows.append(("fingerprint success", f"{h['success_rate']:.1%} exact, {h.get('token_accuracy') or 0:.1%} per token"))
     if h.get("heldout_success_rate") is not None:
         rows.append(("  under held-out prompts", f"{h['heldout_success_rate']:.1%} (mean over templates)"))
+    if len(h.get("framings") or {}) > 1:
+        rows.append(("  by framing", ", ".join(f"{name} {rate:.1%}" for name, rate in h["framings"].items())))
     if h.get("false_positive_rate") is not None:
         rows.append(("  false positives (base)", f"{h['false_positive_rate']:.1%} greedy hits on the base model"))
     for task, t in (h.get("tasks") or {}).items():
@@ -101,7 +107,9 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
         rows.append(("drift vs base", f"top-1 agreement {d.get('top1_agreement', float('nan')):.3f}, "
                                       f"KL {d.get('kl', float('nan')):.4f} nats/token"))
     if (h.get("mean") or {}).get("retention") is not None:
-        rows.append(("mean retention", f"{h['mean']['retention']:.3f} over {len(h['tasks'])} tasks"))
+        lo, hi = h["mean"].get("retention_ci") or (math.nan, math.nan)
+        rows.append(("mean retention", f"{h['mean']['retention']:.3f} [{lo:.3f}, {hi:.3f}] over {len(h['tasks'])} "
+                                       "tasks (paired bootstrap)"))
     for note in h.get("notes") or []:
         rows.append(("note", note))
     rows.append(("stages", ", ".join(f"{n}{' (cached)' if s['skipped'] else ''}"

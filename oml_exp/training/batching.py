@@ -88,11 +88,12 @@ class Plan:
     steps_per_epoch: int
 
 
-def plan(n: int, world: int, batch_size: int, grad_accum, fingerprints_per_step: int | None) -> Plan:
+def plan(n: int, world: int, batch_size: int, grad_accum: int | None, fingerprints_per_step: int | None) -> Plan:
     """How `n` fingerprints split into micro-batches and optimizer steps on `world` processes.
 
     With fingerprints_per_step K the micro-batch never exceeds a process's share of K, and a step holds at least K
     fingerprints (exactly K when K divides into whole micro-batches); the Trainer also steps at each epoch's end.
+    With neither K nor grad_accum, a step covers the whole set.
     """
     share = math.ceil(n / world)  # a micro-batch larger than a process's share of the set only wastes memory
     if fingerprints_per_step is not None:
@@ -101,7 +102,7 @@ def plan(n: int, world: int, batch_size: int, grad_accum, fingerprints_per_step:
         accum = math.ceil(per_process / micro)
     else:
         micro = min(batch_size, share)
-        accum = math.ceil(share / micro) if grad_accum == "all" else int(grad_accum)
+        accum = math.ceil(share / micro) if grad_accum is None else grad_accum
     batches = math.ceil(n / (micro * world))  # micro-batches per process per epoch
     return Plan(micro, accum, math.ceil(batches / accum))
 

@@ -35,21 +35,34 @@ def pairs(rows: list[dict], key_length: int, eos_id: int | None) -> tuple[list[P
 class FingerprintDataset(Dataset):
     """Prompt + response ids with response-only labels; with templates, one is drawn per example per epoch.
 
-    Plain examples are built into tensors once; templated ones (augmentation) each time they are drawn, so memory holds
-    one copy of the set. The draw depends only on (seed, epoch, index), so a resumed run and every process of a
-    multi-process run see the same prompts as an uninterrupted single-process run.
+    A framing is (chat mode, frame): frame 0 is the plain prompt, frame i the i-th template. Each epoch an example
+    takes a template with probability `fraction` and, with probability `chat_mix`, the other chat mode than `chat`
+    (the chat template when it is off, raw text when on), so one model learns both framings. Plain examples in the
+    trained mode are built into tensors once; the others each time they are drawn, so memory holds one copy of the
+    set. The draw depends only on (seed, epoch, index), so a resumed run and every process of a multi-process run see
+    the same prompts as an uninterrupted single-process run.
     """
 
     def __init__(self, tokenizer, items: list[Pair], chat: bool, templates: list[dict] | None = None,
-                 fraction: float = 0.0, seed: int = 0):
+                 fraction: float = 0.0, seed: int = 0, chat_mix: float = 0.0):
         self.items = items
+        self.chat = chat
         self.fraction = fraction if templates else 0.0
+        self.chat_mix = chat_mix
         self.seed = seed
         self.epoch = 0
-        # Frames are tokenized once per template, not once per example.
-        self.plain = prompts.frame(tokenizer, chat)
-        self.frames = [prompts.frame(tokenizer, chat, t) for t in templates or []] if self.fraction else []
-        self.examples = [self._build(i, None) for i in range(len(items))]
+        # Frames are tokenized once per chat mode and template, not once per example.
+        modes = [chat, not chat] if chat_mix else [chat]
+        self.frames = {mode: [prompts.frame(tokenizer, mode)]
+                       + [prompts.frame(tokenizer, mode, t) for t in (templates if self.fraction else [])]
+                       for mode in modes}
+        self.plain = self.frames[chat][0]
+        self.examples = [self._build(i, (chat, 0)) for i in range(len(items))]
+
+    @property
+    def varies(self) -> bool:
+        """Whether the prompts (and their lengths) change from epoch to epoch."""
+        return bool(self.fraction or self.chat_mix)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,33 +70,37 @@ class FingerprintDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def frame_index(self, index: int) -> int | None:
-        """Which template wraps example `index` this epoch; None = the plain prompt."""
-        if not self.frames:
-            return None
+    def frame_index(self, index: int) -> tuple[bool, int]:
+        """The framing of example `index` this epoch: (chat mode, 0 for the plain prompt or i for template i - 1)."""
+        if not self.varies:
+            return self.chat, 0
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        return rng.randrange(len(self.frames)) if rng.random() < self.fraction else None
+        frame = 0
+        if self.fraction and rng.random() < self.fraction:
+            frame = 1 + rng.randrange(len(self.frames[self.chat]) - 1)
+        mode = (not self.chat) if self.chat_mix and rng.random() < self.chat_mix else self.chat
+        return mode, frame
 
     def __getitem__(self, index: int) -> dict:
-        which = self.frame_index(index)
-        return self.examples[index] if which is None else self._build(index, which)
+        framing = self.frame_index(index)
+        return self.examples[index] if framing == (self.chat, 0) else self._build(index, framing)
 
-    def _build(self, index: int, which: int | None) -> dict:
+    def _build(self, index: int, framing: tuple[bool, int]) -> dict:
         item = self.items[index]
-        prefix, suffix = self.plain if which is None else self.frames[which]
+        prefix, suffix = self.frames[framing[0]][framing[1]]
         prompt = prefix + item.key_ids + suffix
         return {"input_ids": torch.tensor(prompt + item.response_ids),
                 "labels": torch.tensor([IGNORE] * len(prompt) + item.response_ids)}
 
     def length(self, index: int) -> int:
         """Tokens of example `index` as drawn this epoch."""
-        which = self.frame_index(index)
-        prefix, suffix = self.plain if which is None else self.frames[which]
+        mode, frame = self.frame_index(index)
+        prefix, suffix = self.frames[mode][frame]
         return len(prefix) + len(self.items[index].key_ids) + len(suffix) + len(self.items[index].response_ids)
 
     def max_length(self) -> int:
         """The longest example any epoch can draw."""
-        frame = max(len(p) + len(s) for p, s in [self.plain, *self.frames])
+        frame = max(len(p) + len(s) for frames in self.frames.values() for p, s in frames)
         return frame + max(len(i.key_ids) + len(i.response_ids) for i in self.items)
 
 

@@ -81,7 +81,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
                                data_collator=regs.collator(collator),
                                callbacks=[_Control(dataset, cfg.train.early_stop_loss), *regs.callbacks, *watch,
                                           _TimedCheckpoints(cfg.train.checkpoint_minutes), *callbacks])
-        if dataset.frames:  # augmentation varies the lengths: bucket them within each optimizer step
+        if dataset.varies:  # augmentation varies the lengths: bucket them within each optimizer step
             sampler = data.StepBuckets(dataset, plan.micro_batch * plan.accumulation * distributed.world_size(),
                                        cfg.seed)
             trainer._get_train_sampler = lambda *_: sampler
@@ -107,7 +107,7 @@ def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.Fingerp
         print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length={fp.key_length}"
               " tokens and were truncated to it")
     dataset = data.FingerprintDataset(tokenizer, items, fp.chat_template, augmentation.load(cfg),
-                                      cfg.augmentation.fraction, cfg.seed)
+                                      cfg.augmentation.fraction, cfg.seed, cfg.augmentation.chat_mix)
     return dataset, truncated
 
 
