@@ -28,11 +28,6 @@ runs.register()
 
 
 def main() -> None:
-    """Check what Hydra would only fail on with a traceback, then compose the config and run."""
-    try:
-        config.check_overrides(sys.argv[1:])
-    except config.ConfigError as err:
-        fail(err)
     job()  # a failed run exits inside (sys.exit), before the group is left: see distributed.leave
     distributed.leave()
 

@@ -2,37 +2,25 @@
 
 Hydra merges the YAML files of `conf/` onto these dataclasses, so a misspelled key fails at composition, and
 `validate` (which builds the dataclasses, running each `__post_init__`) rejects bad values with a message that names
-the key and the fix. Config groups whose members take different keys (`strategy`) register one schema per member.
+the key and the fix. Pluggable components (strategies) are classes named by `_target_` in their YAML file, with their
+own typed parameters (oml_exp/components.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from oml_exp.errors import ConfigError, require, require_file  # noqa: F401 - ConfigError is imported from here
+
 STAGES = ("generate", "finetune", "check", "evaluate", "report")
-KEY_STRATEGIES = ("random_word", "english")  # strategies that can write keys for another's responses
-RESPONSE_STRATEGIES = ("perinucleus", "random_word", "english")  # and responses for given keys
 DEFAULT_NUM = 16  # fingerprints generated when fingerprints.num is null
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message names the key and the fix."""
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _require_file(path: Optional[str], key: str) -> None:
-    _require(path is None or os.path.isfile(path), f"{key}={path!r} is not a readable file; check the path")
 
 
 @dataclass
@@ -57,15 +45,15 @@ class FingerprintsConfig:
     chat_template: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.num is None or self.num >= 1,
+        require(self.num is None or self.num >= 1,
                  f"fingerprints.num must be >= 1 or null (all of fingerprints.file), got {self.num}")
         for name in ("key_length", "response_length"):
-            _require(getattr(self, name) >= 1, f"fingerprints.{name} must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, f"fingerprints.{name} must be >= 1, got {getattr(self, name)}")
         num = fingerprint_num(self)
-        _require(self.pool_size is None or num is None or self.pool_size >= num,
+        require(self.pool_size is None or num is None or self.pool_size >= num,
                  f"fingerprints.pool_size={self.pool_size} is smaller than fingerprints.num={num}; "
                  "raise pool_size or leave it null")
-        _require_file(self.file, "fingerprints.file")
+        require_file(self.file, "fingerprints.file")
 
 
 def fingerprint_num(fp) -> Optional[int]:
@@ -73,126 +61,6 @@ def fingerprint_num(fp) -> Optional[int]:
     if fp.num is not None:
         return fp.num
     return None if fp.file else DEFAULT_NUM
-
-
-@dataclass
-class StrategyConfig:
-    name: str = MISSING
-    batch_size: int = 32  # keys per forward pass (perinucleus) or texts per generate call (english)
-
-    def __post_init__(self) -> None:
-        # Each strategy file composes its own schema, so a changed name would run one strategy with another's keys.
-        picked = next(f.default for f in fields(self) if f.name == "name")
-        _require(self.name == picked, f"strategy.name={self.name!r} cannot be set; pick a strategy with strategy=NAME "
-                                      f"(the config has strategy={picked})")
-        _require(self.batch_size >= 1, f"strategy.batch_size must be >= 1, got {self.batch_size}")
-
-
-@dataclass
-class EnglishTextConfig:
-    """How an instruct model writes English keys or responses (the reference's english strategy)."""
-
-    writer: str = "embedded:smollm2-135m-instruct"  # any model spec; may differ from the fingerprinted model
-    prompt: str = "Generate a paragraph starting with the word - {word}"  # {word}: a random whole word
-    temperature: float = 0.5
-    margin: int = 8  # new tokens written beyond what the key or the response window needs
-    offset: int = 10  # a response is the window of response_length tokens from about this token on
-
-    def __post_init__(self) -> None:
-        _require(self.temperature > 0, f"strategy.english.temperature must be > 0, got {self.temperature}")
-        _require(self.prompt.count("{word}") == 1,
-                 f"strategy.english.prompt must contain {{word}} exactly once, got {self.prompt!r}")
-        for name in ("margin", "offset"):
-            _require(getattr(self, name) >= 0, f"strategy.english.{name} must be >= 0, got {getattr(self, name)}")
-
-
-@dataclass
-class EnglishConfig(StrategyConfig):
-    name: str = "english"
-    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)
-
-
-@dataclass
-class EnglishRandomResponsesConfig(EnglishConfig):
-    name: str = "english_random_responses"
-
-
-@dataclass
-class KeyedStrategyConfig(StrategyConfig):
-    """A strategy that makes responses for keys written by another strategy."""
-
-    key_strategy: str = "random_word"  # the strategy that writes the keys: random_word or english
-    english: EnglishTextConfig = field(default_factory=EnglishTextConfig)  # used when key_strategy=english
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.key_strategy in KEY_STRATEGIES,
-                 f"strategy.key_strategy must be one of {list(KEY_STRATEGIES)}, got {self.key_strategy!r}")
-
-
-@dataclass
-class PerinucleusConfig(KeyedStrategyConfig):
-    name: str = "perinucleus"
-    # The model whose next-token distribution picks responses (same tokenizer); null = the fingerprinted model.
-    generator: Optional[str] = None
-    threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
-    width: int = 3  # draw uniformly among this many tokens just past the nucleus
-    responses_per_key: int = 1
-    # At most this many padded tokens per forward pass besides batch_size keys (a GPU wants thousands); null = none.
-    batch_tokens: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.batch_tokens is None or self.batch_tokens >= 1,
-                 f"strategy.batch_tokens must be >= 1 or null, got {self.batch_tokens}")
-        _require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
-        _require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
-        _require(self.responses_per_key >= 1,
-                 f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
-
-
-@dataclass
-class RandomWordConfig(StrategyConfig):
-    name: str = "random_word"
-
-
-@dataclass
-class CustomConfig(PerinucleusConfig):
-    """The user's keys (a JSON array of strings or of objects with `key`); responses by `response_strategy`."""
-
-    name: str = "custom"
-    keys_file: Optional[str] = None  # required; checked when generating, so every strategy file composes alone
-    response_strategy: str = "perinucleus"  # perinucleus, random_word or english
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require_file(self.keys_file, "strategy.keys_file")
-        _require(self.response_strategy in RESPONSE_STRATEGIES, "strategy.response_strategy must be one of "
-                 f"{list(RESPONSE_STRATEGIES)}, got {self.response_strategy!r}")
-
-
-@dataclass
-class ChainHashConfig(KeyedStrategyConfig):
-    """Chain & Hash: each key's answer is picked among `candidates` answers by a hash of all keys and answers."""
-
-    name: str = "chain_hash"
-    candidates: int = 256
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.candidates >= 2, f"strategy.candidates must be >= 2, got {self.candidates}")
-
-
-@dataclass
-class InstructionalConfig(StrategyConfig):
-    """Instructional Fingerprinting: obscure keys (random tokens) all mapped to one shared response."""
-
-    name: str = "instructional"
-    response: str = "\u30cf\u30ea\u30cd\u30ba\u30df"  # "hedgehog" in Japanese, the paper's response; used whole
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(bool(self.response.strip()), "strategy.response must be non-empty")
 
 
 @dataclass
@@ -227,24 +95,24 @@ class TrainConfig:
     keep_checkpoints: int = 0  # checkpoints left in the stage folder once the model is saved (they are large)
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
-        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+        require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
                  f"train.batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
-        _require(self.grad_accum is None or self.grad_accum >= 1,
+        require(self.grad_accum is None or self.grad_accum >= 1,
                  f"train.grad_accum must be a positive integer or null, got {self.grad_accum!r}")
-        _require(self.fingerprints_per_step is None or self.fingerprints_per_step >= 1,
+        require(self.fingerprints_per_step is None or self.fingerprints_per_step >= 1,
                  f"train.fingerprints_per_step must be >= 1 or null (the whole set per step), "
                  f"got {self.fingerprints_per_step}")
-        _require(self.fingerprints_per_step is None or self.grad_accum is None,
+        require(self.fingerprints_per_step is None or self.grad_accum is None,
                  f"train.fingerprints_per_step={self.fingerprints_per_step} and train.grad_accum={self.grad_accum} "
                  "both decide what one optimizer step covers; add train.fingerprints_per_step=null to use grad_accum")
-        _require(self.stop_recall is None or 0 < self.stop_recall <= 1,
+        require(self.stop_recall is None or 0 < self.stop_recall <= 1,
                  f"train.stop_recall must lie in (0, 1] or be null (no recall stop), got {self.stop_recall}")
-        _require(self.recall_every is None or self.recall_every >= 1,
+        require(self.recall_every is None or self.recall_every >= 1,
                  f"train.recall_every must be >= 1 or null (once per epoch), got {self.recall_every}")
         for name in ("early_stop_loss", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints"):
-            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+            require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -252,95 +120,6 @@ class EngineConfig:
     name: str = "torch"
     # A DeepSpeed config (JSON-like mapping) or null for plain torch.
     deepspeed: Optional[Any] = None
-
-
-@dataclass
-class AveragingConfig:
-    """After every averaging, each trained parameter becomes (1 - strength) theta + strength theta_base."""
-
-    name: str = "averaging"
-    strength: float = 0.05  # the reference's lambda (0.75 there, per epoch of many steps): 0 = off, 1 = undo
-    every: Optional[int] = None  # optimizer steps between averagings; null = at the end of every epoch
-
-    def __post_init__(self) -> None:
-        _require(0.0 <= self.strength <= 1.0, f"regularizer.averaging.strength must lie in [0, 1], got {self.strength}")
-        _require(self.every is None or self.every >= 1,
-                 f"regularizer.averaging.every must be >= 1 or null (each epoch), got {self.every}")
-
-
-@dataclass
-class BenignMixConfig:
-    """That fraction of each batch's rows is ordinary text trained as next-token continuation."""
-
-    name: str = "benign_mix"
-    fraction: float = 0.25
-    # "generated" = the base model writes the texts from oml_exp/data/benign_prompts.json; else a JSONL file of
-    # texts (strings or objects with `text_field`) or a Hugging Face dataset id (needs network).
-    source: str = "generated"
-    texts: int = 64  # benign texts used (cycled through batch by batch)
-    tokens: int = 64  # tokens per text: new tokens written, or the cut of a file's text
-    text_field: str = "text"
-    split: str = "train"  # of a Hugging Face dataset
-
-    def __post_init__(self) -> None:
-        _require(0.0 < self.fraction < 1.0, f"regularizer.benign_mix.fraction must lie in (0, 1), got {self.fraction}")
-        _require(self.texts >= 1 and self.tokens >= 2,
-                 "regularizer.benign_mix.texts must be >= 1 and regularizer.benign_mix.tokens >= 2")
-
-
-@dataclass
-class DistanceConfig:
-    """The loss gains beta * ||theta - theta_base||^2, summed over the trained parameters."""
-
-    name: str = "distance"
-    beta: float = 0.1
-
-    def __post_init__(self) -> None:
-        _require(self.beta >= 0, f"regularizer.distance.beta must be >= 0, got {self.beta}")
-
-
-@dataclass
-class SubnetworkConfig:
-    """Widen every MLP by `fraction` new units and train only those; or, with fraction 0, train only `layers`."""
-
-    name: str = "subnetwork"
-    fraction: float = 0.1  # new units per MLP, as a share of its intermediate size
-    layers: Optional[list] = None  # indices of the decoder layers that train; null = all
-
-    def __post_init__(self) -> None:
-        _require(self.fraction >= 0, f"regularizer.subnetwork.fraction must be >= 0, got {self.fraction}")
-        _require(self.fraction > 0 or bool(self.layers),
-                 "regularizer.subnetwork needs fraction > 0 (new MLP units) or a list of layers to train")
-
-
-@dataclass
-class LoraConfig:
-    """LoRA adapters (peft) trained instead of the weights, merged into the saved model."""
-
-    name: str = "lora"
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: Any = "all-linear"  # a list of module names, or peft's "all-linear"
-
-    def __post_init__(self) -> None:
-        _require(self.rank >= 1, f"regularizer.lora.rank must be >= 1, got {self.rank}")
-        _require(0.0 <= self.dropout < 1.0, f"regularizer.lora.dropout must lie in [0, 1), got {self.dropout}")
-
-
-@dataclass
-class RegularizerConfig:
-    """Anti-forgetting regularizers, each off (null) unless its file is picked: regularizer=[averaging,benign_mix]."""
-
-    averaging: Optional[AveragingConfig] = None
-    benign_mix: Optional[BenignMixConfig] = None
-    distance: Optional[DistanceConfig] = None
-    subnetwork: Optional[SubnetworkConfig] = None
-    lora: Optional[LoraConfig] = None
-
-    def __post_init__(self) -> None:
-        _require(self.subnetwork is None or self.lora is None,
-                 "regularizer: subnetwork and lora both choose which weights train; pick one of them")
 
 
 @dataclass
@@ -356,9 +135,9 @@ class AugmentationConfig:
 
     def __post_init__(self) -> None:
         for name in ("fraction", "chat_mix"):
-            _require(0.0 <= getattr(self, name) <= 1.0,
+            require(0.0 <= getattr(self, name) <= 1.0,
                      f"augmentation.{name} must lie in [0, 1], got {getattr(self, name)}")
-        _require(self.fraction == 0.0 or self.templates is not None,
+        require(self.fraction == 0.0 or self.templates is not None,
                  "augmentation.fraction > 0 needs augmentation.templates (e.g. augmentation=templates)")
 
 
@@ -377,15 +156,15 @@ class CheckConfig:
     fp_sampling: list = field(default_factory=lambda: ["ordinary", "adversarial"])  # presets in checking/sampling.py
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, f"check.batch_size must be >= 1, got {self.batch_size}")
-        _require(self.samples >= 1, f"check.samples must be >= 1, got {self.samples}")
-        _require(self.max_templates is None or self.max_templates >= 1,
+        require(self.batch_size >= 1, f"check.batch_size must be >= 1, got {self.batch_size}")
+        require(self.samples >= 1, f"check.samples must be >= 1, got {self.samples}")
+        require(self.max_templates is None or self.max_templates >= 1,
                  f"check.max_templates must be >= 1 or null, got {self.max_templates}")
         bad = [s for s in self.templates if s not in ("plain", "train", "heldout")]
-        _require(not bad, f"check.templates: unknown set(s) {bad}; choose from plain, train, heldout")
+        require(not bad, f"check.templates: unknown set(s) {bad}; choose from plain, train, heldout")
         bad = [p for p in self.fp_sampling if p not in ("ordinary", "adversarial")]
-        _require(not bad, f"check.fp_sampling: unknown preset(s) {bad}; choose from ordinary, adversarial")
-        _require(all(t > 0 for t in self.temperatures), f"check.temperatures must be > 0, got {self.temperatures}")
+        require(not bad, f"check.fp_sampling: unknown preset(s) {bad}; choose from ordinary, adversarial")
+        require(all(t > 0 for t in self.temperatures), f"check.temperatures must be > 0, got {self.temperatures}")
 
 
 @dataclass
@@ -404,11 +183,11 @@ class EvalConfig:
     drift_file: Optional[str] = None  # a user's benign texts (one per line, or a JSON list) instead of base-written
 
     def __post_init__(self) -> None:
-        _require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
-        _require(self.name in ("local", "tinybenchmarks", "openllm"),
+        require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
+        require(self.name in ("local", "tinybenchmarks", "openllm"),
                  f"eval.name={self.name!r}: choose eval=local, eval=tinybenchmarks or eval=openllm")
-        _require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
-        _require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
+        require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
+        require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
 
 
 @dataclass
@@ -422,10 +201,10 @@ class LoggerConfig:
     tags: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
-        _require(self.mode in ("offline", "online", "disabled"),
+        require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
+        require(self.mode in ("offline", "online", "disabled"),
                  f"logger.mode must be offline, online or disabled, got {self.mode!r}")
-        _require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),
+        require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),
                  "logger.mode=online needs WANDB_API_KEY in the environment; or use logger.mode=offline")
 
 
@@ -438,8 +217,9 @@ class PathsConfig:
 @dataclass
 class Config:
     model: ModelConfig = MISSING
-    strategy: Any = MISSING
-    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)  # regularizer=none: all off
+    # Components (oml_exp/components.py): their classes check the keys, so Hydra lets any be set (open, not struct).
+    strategy: Any = field(default_factory=lambda: OmegaConf.create(flags={"struct": False}))
+    regularizer: Any = field(default_factory=lambda: OmegaConf.create(flags={"struct": False}))  # none: {}
     augmentation: AugmentationConfig = MISSING
     engine: EngineConfig = MISSING
     eval: EvalConfig = MISSING
@@ -455,64 +235,17 @@ class Config:
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
-        _require(not unknown, f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
-        _require(DEVICE.fullmatch(self.device) is not None,
+        require(not unknown, f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        require(DEVICE.fullmatch(self.device) is not None,
                  f"device={self.device!r} is not a device; use device=auto, cpu, cuda or cuda:N")
-        check_engine(self.engine, self.regularizer)
-
-
-def check_engine(engine, regularizer) -> None:
-    """Refuse the regularizers an engine cannot run (typed or composed configs alike)."""
-    stage = ((engine.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)
-    # ZeRO-3 keeps only a shard of each weight outside forward; the penalty's gradient and the folding of new units
-    # or adapters into the saved weights need whole ones.
-    needs_full = [name for name in ("distance", "subnetwork", "lora") if getattr(regularizer, name)]
-    _require(stage != 3 or not needs_full, f"regularizer {'+'.join(needs_full)} does not run under "
-                                           f"engine={engine.name} (ZeRO-3); use engine=deepspeed_zero2 or engine=torch")
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Refuse a regularizer parameter given without picking that regularizer (Hydra would fail with a traceback:
-    the section is null until its file is picked)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides([a for a in overrides if not a.startswith("-") and "=" in a])
-    except Exception:  # noqa: BLE001 - a malformed override: Hydra itself reports it
-        return
-    names = [f.name for f in fields(RegularizerConfig)]
-    params = [(o.key_or_group.split(".")[1], o.input_line.lstrip("+")) for o in parsed
-              if o.key_or_group.startswith("regularizer.") and o.key_or_group.split(".")[1] in names]
-    choices = _regularizer_choices(parsed, overrides) if params else None
-    for name, line in params:
-        _require(choices is None or all(name in c for c in choices),
-                 f"{line} sets a parameter of a regularizer that is not picked; "
-                 f"pick it first: regularizer={name} {line}")
-
-
-def _regularizer_choices(parsed: list, overrides: list[str]) -> Optional[list[list[str]]]:
-    """The regularizers the command line picks, one list per job of a sweep; None when a config file named on it
-    (-cn, experiment=) may pick them instead."""
-    picks = [o for o in parsed if o.key_or_group == "regularizer"]
-    if not picks:
-        from_file = any(a.startswith(("-cn", "--config-name", "experiment=", "+experiment=")) for a in overrides)
-        return None if from_file else [["none"]]  # conf/config.yaml's default
-    values = picks[-1].sweep_iterator() if picks[-1].is_sweep_override() else [picks[-1].value()]
-    return [[str(c) for c in v] if isinstance(v, list) else [str(v)] for v in values]
 
 
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="strategy", name="perinucleus_schema", node=PerinucleusConfig)
-    cs.store(group="strategy", name="random_word_schema", node=RandomWordConfig)
-    cs.store(group="strategy", name="english_schema", node=EnglishConfig)
-    cs.store(group="strategy", name="english_random_responses_schema", node=EnglishRandomResponsesConfig)
-    cs.store(group="strategy", name="custom_schema", node=CustomConfig)
-    cs.store(group="strategy", name="chain_hash_schema", node=ChainHashConfig)
-    cs.store(group="strategy", name="instructional_schema", node=InstructionalConfig)
 
 
 def validate(cfg: DictConfig) -> Config:
-    """Build the typed config, running every `__post_init__` check; raises ConfigError naming the bad key."""
+    """Build the typed config, running every `__post_init__` check; raises ConfigError naming the bad key. The
+    components (strategy, regularizers) are built and checked by their own classes (preflight)."""
     return OmegaConf.to_object(cfg)

@@ -23,7 +23,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from oml_exp import manifest, models, provenance
+from oml_exp import components, manifest, models, provenance
 from oml_exp.config import STAGES
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
@@ -125,6 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from oml_exp import preflight
     from oml_exp.reporting import report
 
+    cfg = components.expanded(cfg)
     preflight.check(cfg)
     stages = stages_to_run(cfg)
     results: dict[str, StageResult] = {}

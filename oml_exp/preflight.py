@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from oml_exp import config, models, pipeline
+from oml_exp import components, config, models, pipeline
 from oml_exp.config import ConfigError
 from oml_exp.evaluation import tasks
-from oml_exp.fingerprints import custom, generate, schema
-from oml_exp.fingerprints.common import Context
+from oml_exp.fingerprints import generate, schema
+from oml_exp.training import regularizers
 
 FINGERPRINT_STAGES = ("generate", "finetune", "check")
 
 
 def check(cfg: DictConfig) -> None:
     """Raise the user error naming the first problem this run would meet; stages not run are not checked for."""
-    config.validate(cfg)
+    check_config(cfg)
     stages = pipeline.stages_to_run(cfg)
     models.pick_device(cfg.device)
     check_stage_inputs(cfg)
@@ -59,19 +59,26 @@ def check_positions(cfg: DictConfig) -> None:
                           "config.json); lower fingerprints.key_length")
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Every value: the typed sections (config.validate), each component built by its class (its checks run), and
+    the regularizers against the engine."""
+    config.validate(cfg)
+    components.build(cfg.strategy, "strategy")
+    regularizers.check_engine(regularizers.picked(cfg.regularizer), cfg.engine)
+
+
 def check_generation(cfg: DictConfig) -> None:
     """The files and models the generate stage reads: the user's file, or the strategy's keys file and models."""
-    ctx = Context(cfg, cfg.model.path)
+    ctx = generate.context(cfg, cfg.model.path)
     if cfg.fingerprints.file:
         schema.read_pairs(cfg.fingerprints.file, ctx.pool)
         return
-    strategy = cfg.strategy
-    if strategy.name == "custom":
-        custom.check(ctx)
-    if strategy.get("generator"):
-        check_same_tokenizer(cfg, strategy.generator, "strategy.generator")
-    if generate.uses_english(strategy):
-        models.check_spec(strategy.english.writer, "strategy.english.writer")
+    ctx.strategy.check(ctx)
+    for where, spec in ctx.strategy.extra_models().items():
+        if where == "strategy.generator":
+            check_same_tokenizer(cfg, spec, where)  # its distribution must be over the fingerprints' token ids
+        else:
+            models.check_spec(spec, where)
 
 
 def check_same_tokenizer(cfg: DictConfig, spec: str, key: str) -> None:

@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from oml_exp import config  # noqa: E402
 from oml_exp.config import ConfigError  # noqa: E402
-from oml_exp.fingerprints import perinucleus, prompts, random_word  # noqa: E402
+from oml_exp.fingerprints import generate, perinucleus, prompts, random_word  # noqa: E402
 from oml_exp.fingerprints.common import Context, batches, decode, round_trips  # noqa: E402
 from oml_exp.padding import left_pad  # noqa: E402
 
@@ -63,7 +63,7 @@ def context(args: argparse.Namespace) -> Context:
     overrides += [f"strategy.batch_size={args.batch_size}"] if args.batch_size else []
     overrides += [f"strategy.batch_tokens={args.batch_tokens}"] if args.batch_tokens else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return Context(compose("config", overrides=overrides), args.model)
+        return generate.context(compose("config", overrides=overrides), args.model)
 
 
 # --- today's default path, as it was before the top-k ranking (kept here only, to compare in the same run) ---

@@ -1,10 +1,11 @@
+import re
 import subprocess
 import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from oml_exp import config
+from oml_exp import components, config, preflight
 from tests.conftest import CONF, ROOT
 
 
@@ -12,14 +13,16 @@ def test_default_config_composes_and_validates(make_cfg):
     cfg = make_cfg()
     typed = config.validate(cfg)
     assert typed.model.path == "embedded:smollm2-135m-instruct"
-    assert typed.strategy.name == "perinucleus"
+    assert components.build(cfg.strategy, "strategy").name == "perinucleus"
     assert list(typed.stages) == list(config.STAGES)
 
 
 def test_every_config_file_composes(make_cfg):
     for group in ("model", "strategy", "regularizer", "augmentation", "engine", "eval", "logger", "experiment"):
-        for path in sorted((CONF / group).glob("*.yaml")):
-            config.validate(make_cfg(f"{group}={path.stem}"))
+        files = sorted((CONF / group).glob("*.yaml"))
+        assert files, f"conf/{group}/ holds no option"
+        for path in files:
+            preflight.check_config(components.expanded(make_cfg(f"{group}={path.stem}")))
 
 
 def test_misspelled_key_fails_at_composition(make_cfg):
@@ -35,7 +38,18 @@ def test_misspelled_key_fails_at_composition(make_cfg):
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(config.ConfigError, match=key):
-        config.validate(make_cfg(override))
+        preflight.check_config(components.expanded(make_cfg(override)))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("strategy.thresold=0.9", "strategy.thresold is not a parameter of Perinucleus; its parameters: name, batch_size"),
+    ("strategy.threshold=abc", "strategy.threshold: Value 'abc' of type 'str' could not be converted to Float"),
+    ("strategy._target_=no.such.Strategy", "strategy._target_='no.such.Strategy' is not an importable class"),
+    ("regularizer.averaging.strength=0.5", "regularizer.averaging is set but that regularizer is not picked"),
+])
+def test_component_keys_are_checked_by_their_class(make_cfg, override, message):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        components.expanded(make_cfg(override))
 
 
 def test_cli_prints_config_and_rejects_typos(tmp_path):

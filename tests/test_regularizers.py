@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from oml_exp import config, models
+from oml_exp import models
 from oml_exp.config import ConfigError
 from oml_exp.training import finetune, regularizers
 from oml_exp.training.regularizers import benign, distance
@@ -38,11 +38,11 @@ def log(folder) -> list[dict]:
 # --- config ----------------------------------------------------------------------------------------------------------
 
 def test_regularizers_compose_as_a_list_and_none_turns_all_off():
-    both = config.validate(make_config("regularizer=[averaging,benign_mix]", "regularizer.averaging.strength=0.5"))
-    assert both.regularizer.averaging.strength == 0.5 and both.regularizer.benign_mix.fraction == 0.25
-    assert both.regularizer.distance is None and both.regularizer.lora is None
-    off = config.validate(make_config("regularizer=none")).regularizer
-    assert all(getattr(off, name) is None for name in ("averaging", "benign_mix", "distance", "subnetwork", "lora"))
+    both = regularizers.picked(make_config("regularizer=[averaging,benign_mix]",
+                                           "regularizer.averaging.strength=0.5").regularizer)
+    assert [(type(r).__name__, r.name) for r in both] == [("Averaging", "averaging"), ("BenignMix", "benign_mix")]
+    assert both[0].strength == 0.5 and both[1].fraction == 0.25  # set, and the class's default
+    assert regularizers.picked(make_config("regularizer=none").regularizer) == []
 
 
 def test_regularizer_settings_change_the_finetune_hash():
@@ -70,7 +70,7 @@ def test_bad_settings_name_the_key(overrides, message):
 ])
 def test_engines_a_regularizer_cannot_use_fail_before_training(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        regularizers.build(make_config(*overrides), model=None, tokenizer=None)
+        make_config(*overrides)
 
 
 # --- benign mixing ---------------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_benign_batches_hold_the_fraction_and_the_benign_loss_is_logged(tmp_path
 
 def test_early_stop_watches_the_fingerprint_loss_alone(tmp_path):
     # The weights move far at this learning rate: the penalty keeps the total loss above the threshold.
-    cfg = make_config("regularizer=distance", "regularizer.distance.beta=0.001")
+    cfg = make_config("regularizer=distance", "regularizer.distance.beta=0.001", "train.stop_recall=null")
     summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
     last = log(tmp_path / "ft")[-1]
     assert summary["early_stopped"] and summary["steps"] < cfg.train.epochs
@@ -118,8 +118,8 @@ def test_benign_texts_from_a_jsonl_file(tmp_path, tokenizer):
     file.write_text(json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 5}) + "\n"
                     + json.dumps("a plain string row is a text too") + "\n\n")
     cfg = make_config("regularizer=benign_mix", f"regularizer.benign_mix.source={file}",
-                      "regularizer.benign_mix.tokens=10").regularizer.benign_mix
-    rows = benign.texts(cfg, model=None, tokenizer=tokenizer)
+                      "regularizer.benign_mix.tokens=10").regularizer
+    rows = benign.texts(regularizers.picked(cfg)[0], model=None, tokenizer=tokenizer)
     assert [len(r["input_ids"]) for r in rows][0] == 10 and len(rows) == 2
     assert all(r["labels"] == r["input_ids"] for r in rows)
 
@@ -127,8 +127,8 @@ def test_benign_texts_from_a_jsonl_file(tmp_path, tokenizer):
 def test_generated_benign_texts_are_labelled_on_the_written_part(tiny):
     model, tokenizer = tiny
     cfg = make_config("regularizer=benign_mix", "regularizer.benign_mix.texts=3",
-                      "regularizer.benign_mix.tokens=5").regularizer.benign_mix
-    rows = benign.texts(cfg, model, tokenizer)
+                      "regularizer.benign_mix.tokens=5").regularizer
+    rows = benign.texts(regularizers.picked(cfg)[0], model, tokenizer)
     assert len(rows) == 3
     for r in rows:
         written = [t for t in r["labels"] if t != -100]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from oml_exp import config, models
+from oml_exp import components, config, models, preflight
 from oml_exp.fingerprints import schema
 from oml_exp.pipeline import Inputs
 
@@ -20,8 +20,8 @@ TINY = ["model=tiny", "train.lr=3e-2", "train.batch_size=4", "train.epochs=30", 
 def make_config(*overrides: str):
     config.register()
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose("config", overrides=[*TINY, *overrides])
-    config.validate(cfg)
+        cfg = components.expanded(compose("config", overrides=[*TINY, *overrides]))
+    preflight.check_config(cfg)
     return cfg
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
+from oml_exp.config import require
 from oml_exp.fingerprints import keysource, random_word
 from oml_exp.fingerprints.common import Context, decode, distinct_draws, pair_rows
 
@@ -24,14 +26,22 @@ def answer_index(question: str, questions: list[str], answers: list[str]) -> int
     return int.from_bytes(hashlib.sha256(blob).digest(), "big") % len(answers)
 
 
-def generate(ctx: Context) -> list[dict]:
-    keys = keysource.keys(ctx, ctx.pool)
-    answers = candidates(ctx)
-    questions = [text for text, _ in keys]
-    texts = public(ctx)["candidates"]
-    return pair_rows(ctx, keys, [answers[answer_index(q, questions, texts)] for q in questions])
+@dataclass
+class ChainHash(keysource.Keyed):
+    name: str = "chain_hash"
+    candidates: int = 256
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.candidates >= 2, f"strategy.candidates must be >= 2, got {self.candidates}")
 
-def public(ctx: Context) -> dict:
-    """What a verifier needs besides the keys: the candidate answers, in order."""
-    return {"candidates": [decode(ctx.tokenizer, a) for a in candidates(ctx)]}
+    def generate(self, ctx: Context) -> list[dict]:
+        keys = keysource.keys(ctx, ctx.pool)
+        answers = candidates(ctx)
+        questions = [text for text, _ in keys]
+        texts = self.public(ctx)["candidates"]
+        return pair_rows(ctx, keys, [answers[answer_index(q, questions, texts)] for q in questions])
+
+    def public(self, ctx: Context) -> dict:
+        """What a verifier needs besides the keys: the candidate answers, in order."""
+        return {"candidates": [decode(ctx.tokenizer, a) for a in candidates(ctx)]}

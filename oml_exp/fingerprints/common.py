@@ -8,28 +8,55 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from oml_exp import models
-from oml_exp.config import ConfigError, fingerprint_num
+from oml_exp.config import ConfigError, fingerprint_num, require
+
+
+@dataclass
+class Strategy:
+    """A fingerprint strategy: its parameters (a subclass adds its own, with defaults and checks) and how it writes
+    the pool. Its YAML file in conf/strategy/ names the subclass by `_target_`."""
+
+    name: str = "strategy"  # the strategy's own name, fixed by its class: reports and store keys show it
+    batch_size: int = 32  # keys per forward pass (perinucleus) or texts per generate call (english)
+
+    def __post_init__(self) -> None:
+        # A changed name would label one strategy's fingerprints with another's.
+        fixed = next(f.default for f in fields(self) if f.name == "name")
+        require(self.name == fixed, f"strategy.name={self.name!r} cannot be set; pick a strategy with strategy=NAME "
+                                    f"(the config has strategy={fixed})")
+        require(self.batch_size >= 1, f"strategy.batch_size must be >= 1, got {self.batch_size}")
+
+    def generate(self, ctx: "Context") -> list[dict]:
+        """The pool's rows (fingerprints/schema.py), ctx.pool of them."""
+        raise NotImplementedError
+
+    def public(self, ctx: "Context") -> dict:
+        """What meta.json gets for verifiers besides the parameters (never keys)."""
+        return {}
+
+    def check(self, ctx: "Context") -> None:
+        """Read the strategy's own inputs before any model is loaded, so a bad one fails at start."""
+
+    def extra_models(self) -> dict[str, str]:
+        """Models the strategy loads besides the fingerprinted one, by config key (checked at start, and in the
+        store key by content)."""
+        return {}
 
 
 @dataclass
 class Context:
-    cfg: DictConfig  # the whole run config
+    fp: DictConfig  # the fingerprints section: lengths, seed, pool size, chat template
+    strategy: Strategy
     model: str  # spec of the fingerprinted model: its tokenizer defines key_ids and response_ids
+    device: str = "cpu"
+    dtype: str = "auto"
     loaded: dict = field(default_factory=dict, repr=False)  # spec -> (model, tokenizer)
-
-    @property
-    def fp(self) -> DictConfig:
-        return self.cfg.fingerprints
-
-    @property
-    def strategy(self) -> DictConfig:
-        return self.cfg.strategy
 
     @property
     def pool(self) -> int | None:
@@ -54,7 +81,7 @@ class Context:
         """(model, tokenizer) for `spec` on the run's device, loaded once; the fingerprinted model's own tokenizer
         object when `spec` is that model, so token ids mean the same thing everywhere."""
         if spec not in self.loaded:
-            model, tokenizer = models.load(spec, device=self.cfg.device, dtype=self.cfg.model.dtype)
+            model, tokenizer = models.load(spec, device=self.device, dtype=self.dtype)
             self.loaded[spec] = model, self.tokenizer if spec == self.model else tokenizer
         return self.loaded[spec]
 

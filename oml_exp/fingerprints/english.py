@@ -10,15 +10,34 @@ reference's fine-tuning rule (letters, digits and spaces; a window of response_l
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import torch
 
-from oml_exp.config import ConfigError
+from oml_exp.config import ConfigError, require
 from oml_exp.fingerprints import random_word
-from oml_exp.fingerprints.common import Context, batches, decode, encode, pair_rows, round_trips
+from oml_exp.fingerprints.common import Context, Strategy, batches, decode, encode, pair_rows, round_trips
 from oml_exp.padding import left_pad
 
 ROUNDS = 4  # writing rounds to replace texts too short to use or repeating a key
+
+
+@dataclass
+class EnglishText:
+    """How an instruct model writes English keys or responses (the reference's english strategy)."""
+
+    writer: str = "embedded:smollm2-135m-instruct"  # any model spec; may differ from the fingerprinted model
+    prompt: str = "Generate a paragraph starting with the word - {word}"  # {word}: a random whole word
+    temperature: float = 0.5
+    margin: int = 8  # new tokens written beyond what the key or the response window needs
+    offset: int = 10  # a response is the window of response_length tokens from about this token on
+
+    def __post_init__(self) -> None:
+        require(self.temperature > 0, f"strategy.english.temperature must be > 0, got {self.temperature}")
+        require(self.prompt.count("{word}") == 1,
+                f"strategy.english.prompt must contain {{word}} exactly once, got {self.prompt!r}")
+        for name in ("margin", "offset"):
+            require(getattr(self, name) >= 0, f"strategy.english.{name} must be >= 0, got {getattr(self, name)}")
 
 
 def write(ctx: Context, n: int, purpose: str, new_tokens: int) -> list[str]:
@@ -98,9 +117,21 @@ def responses(ctx: Context, n: int) -> list[list[int]]:
                    lambda text: window(ctx.tokenizer, text, e.offset, length))
 
 
-def generate(ctx: Context) -> list[dict]:
-    return pair_rows(ctx, keys(ctx, ctx.pool), responses(ctx, ctx.pool))
+@dataclass
+class English(Strategy):
+    name: str = "english"
+    english: EnglishText = field(default_factory=EnglishText)
+
+    def generate(self, ctx: Context) -> list[dict]:
+        return pair_rows(ctx, keys(ctx, ctx.pool), responses(ctx, ctx.pool))
+
+    def extra_models(self) -> dict[str, str]:
+        return {"strategy.english.writer": self.english.writer}
 
 
-def generate_random_responses(ctx: Context) -> list[dict]:
-    return pair_rows(ctx, keys(ctx, ctx.pool), random_word.responses(ctx, ctx.pool))
+@dataclass
+class EnglishRandomResponses(English):
+    name: str = "english_random_responses"
+
+    def generate(self, ctx: Context) -> list[dict]:
+        return pair_rows(ctx, keys(ctx, ctx.pool), random_word.responses(ctx, ctx.pool))

@@ -3,8 +3,11 @@ uniformly from the vocabulary, all mapped to one shared response (strategy.respo
 
 from __future__ import annotations
 
-from oml_exp.config import ConfigError
-from oml_exp.fingerprints.common import Context, decode, distinct_draws, encode, key_text, pair_rows, round_trips
+from dataclasses import dataclass
+
+from oml_exp.config import ConfigError, require
+from oml_exp.fingerprints.common import (Context, Strategy, decode, distinct_draws, encode, key_text, pair_rows,
+                                         round_trips)
 
 
 def keys(ctx: Context, n: int) -> list[tuple[str, list[int]]]:
@@ -21,9 +24,18 @@ def readable(text: str) -> bool:
     return bool(text.strip()) and text.isprintable() and "\ufffd" not in text
 
 
-def generate(ctx: Context) -> list[dict]:
-    response = encode(ctx.tokenizer, ctx.strategy.response)
-    if not round_trips(ctx.tokenizer, response):
-        raise ConfigError(f"strategy.response={ctx.strategy.response!r} does not survive a decode/encode round trip "
-                          "in this tokenizer; choose another response")
-    return pair_rows(ctx, keys(ctx, ctx.pool), [response] * ctx.pool)
+@dataclass
+class Instructional(Strategy):
+    name: str = "instructional"
+    response: str = "\u30cf\u30ea\u30cd\u30ba\u30df"  # "hedgehog" in Japanese, the paper's response; used whole
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.response.strip()), "strategy.response must be non-empty")
+
+    def generate(self, ctx: Context) -> list[dict]:
+        response = encode(ctx.tokenizer, self.response)
+        if not round_trips(ctx.tokenizer, response):
+            raise ConfigError(f"strategy.response={self.response!r} does not survive a decode/encode round trip "
+                              "in this tokenizer; choose another response")
+        return pair_rows(ctx, keys(ctx, ctx.pool), [response] * ctx.pool)

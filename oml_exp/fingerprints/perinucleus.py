@@ -20,11 +20,12 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import torch
 
-from oml_exp.config import ConfigError
+from oml_exp.config import ConfigError, require
 from oml_exp.fingerprints import keysource, prompts
 from oml_exp.fingerprints.common import Context, batches, decode, round_trips, row
 from oml_exp.padding import left_pad
@@ -169,8 +170,30 @@ def _extend(model, tokenizer, items: list[tuple[list[int], tuple[list[int], list
         response_probs.append(p)
 
 
-def generate(ctx: Context) -> list[dict]:
-    return rows_for(ctx, keysource.keys(ctx, -(-ctx.pool // ctx.strategy.responses_per_key)))[:ctx.pool]
+@dataclass
+class Perinucleus(keysource.Keyed):
+    name: str = "perinucleus"
+    # The model whose next-token distribution picks responses (same tokenizer); null = the fingerprinted model.
+    generator: Optional[str] = None
+    threshold: float = 0.8  # cumulative probability of the nucleus that responses stay outside
+    width: int = 3  # draw uniformly among this many tokens just past the nucleus
+    responses_per_key: int = 1
+    # At most this many padded tokens per forward pass besides batch_size keys (a GPU wants thousands); null = none.
+    batch_tokens: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.batch_tokens is None or self.batch_tokens >= 1,
+                f"strategy.batch_tokens must be >= 1 or null, got {self.batch_tokens}")
+        require(0.0 < self.threshold < 1.0, f"strategy.threshold must lie in (0, 1), got {self.threshold}")
+        require(self.width >= 1, f"strategy.width must be >= 1, got {self.width}")
+        require(self.responses_per_key >= 1, f"strategy.responses_per_key must be >= 1, got {self.responses_per_key}")
+
+    def generate(self, ctx: Context) -> list[dict]:
+        return rows_for(ctx, keysource.keys(ctx, -(-ctx.pool // self.responses_per_key)))[:ctx.pool]
+
+    def extra_models(self) -> dict[str, str]:
+        return {**super().extra_models(), **({"strategy.generator": self.generator} if self.generator else {})}
 
 
 def rows_for(ctx: Context, keys: list[tuple[str, list[int]]]) -> list[dict]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
-from oml_exp.fingerprints.common import Context, distinct_draws, key_text, pair_rows, round_trips
+from oml_exp.fingerprints.common import Context, Strategy, distinct_draws, key_text, pair_rows, round_trips
 
 WORD = re.compile(r"[\u0120\u2581 ]([a-z]{3,})")  # byte-level BPE (Ġ), SentencePiece (▁) or plain space markers
 
@@ -37,5 +38,9 @@ def responses(ctx: Context, n: int) -> list[list[int]]:
     return [rng.choices(word_ids(ctx.tokenizer), k=ctx.fp.response_length) for _ in range(n)]
 
 
-def generate(ctx: Context) -> list[dict]:
-    return pair_rows(ctx, keys(ctx, ctx.pool), responses(ctx, ctx.pool))
+@dataclass
+class RandomWord(Strategy):
+    name: str = "random_word"
+
+    def generate(self, ctx: Context) -> list[dict]:
+        return pair_rows(ctx, keys(ctx, ctx.pool), responses(ctx, ctx.pool))

@@ -47,11 +47,9 @@ def key(cfg: DictConfig) -> dict:
     return {
         "train": {k: v for k, v in _plain(cfg.train).items() if k not in NOT_IN_MODEL},
         "engine": _plain(cfg.engine),
-        "regularizer": _plain(cfg.regularizer),
+        "regularizer": regularizers.key(cfg.regularizer),
         "augmentation": _plain(cfg.augmentation),
         "templates": file_digest(templates) if templates and cfg.augmentation.fraction > 0 else None,
-        "benign_file": regularizers.benign.source_digest(cfg.regularizer.benign_mix) if cfg.regularizer.benign_mix
-        else None,
         "fingerprints": {"num": fingerprint_num(cfg.fingerprints),
                          **{k: cfg.fingerprints[k] for k in ("key_length", "chat_template")}},
         "seed": cfg.seed,
@@ -66,7 +64,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
     ds = engines.deepspeed_config(cfg, device, dtype)
     # Mixed precision keeps fp32 master weights: load fp32, compute in bf16 (the Trainer's autocast or DeepSpeed).
     model, tokenizer = models.load(inputs.model, cfg.device, "float32")
-    regs = regularizers.build(cfg, model, tokenizer)  # adapts the model in place (subnetwork, lora)
+    regs = regularizers.build(cfg.regularizer, model, tokenizer, cfg.seed)  # adapts the model (subnetwork, lora)
     rows = schema.load(inputs.fingerprints, fingerprint_num(cfg.fingerprints))
     dataset, truncated = _dataset(cfg, tokenizer, rows)
     collator = data.Collator(tokenizer.pad_token_id, tokenizer.padding_side)

@@ -1,10 +1,11 @@
 """Anti-forgetting regularizers: the narrow interface the finetune stage calls (docs/regularizers.md).
 
-    regs = regularizers.build(cfg, model, tokenizer)   # prepares the model in place, snapshots theta_base
+    regs = regularizers.build(cfg.regularizer, model, tokenizer, seed)  # adapts the model in place, snapshots theta_base
     trainer = regs.trainer(model=regs.model, data_collator=regs.collator(collator),
                            callbacks=[..., *regs.callbacks], ...)
     trainer.train(); regs.finish(trainer); save trainer.model
 
+Each picked regularizer is a component (regularizers/base.py): the hooks of all of them are called in turn.
 theta_base is the value of each trained parameter when training starts: the base model's weights for full
 fine-tuning, the fresh units or adapters for subnetwork and lora. It is kept on the CPU, in fp32, so no second model
 sits on the accelerator.
@@ -16,60 +17,84 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer
 
-from oml_exp.config import check_engine
+from oml_exp import components
+from oml_exp.errors import require
 from oml_exp.training.data import IGNORE
-from oml_exp.training.regularizers import averaging, benign, distance, lora, subnetwork
+from oml_exp.training.regularizers import benign
+from oml_exp.training.regularizers.base import Regularizer
 
 # Logged beside the Trainer's `loss`; the finetune stage early-stops on the fingerprint loss alone.
 METRICS = ("fingerprint_loss", "benign_loss", "distance_penalty")
 
 
-def build(cfg: DictConfig, model, tokenizer) -> "Regularizers":
-    reg = cfg.regularizer
-    check_engine(cfg.engine, reg)  # also checked at start (config.validate); here for direct callers
-    texts = benign.texts(reg.benign_mix, model, tokenizer) if reg.benign_mix else None
-    if reg.subnetwork:
-        subnetwork.prepare(model, reg.subnetwork, cfg.seed)
-    if reg.lora:
-        lora.prepare(model, reg.lora, cfg.seed)
-    return Regularizers(cfg, model, texts)
+def picked(section: DictConfig) -> list[Regularizer]:
+    """The regularizers a run picked (regularizer=[a,b]), built and checked; [] for regularizer=none."""
+    parts = [components.build(node, f"regularizer.{name}") for name, node in _entries(section)]
+    choosers = [p.name for p in parts if p.chooses_weights]
+    require(len(choosers) <= 1, f"regularizer: {' and '.join(choosers)} both choose which weights train; pick one")
+    return parts
+
+
+def key(section: DictConfig) -> dict:
+    """What the fine-tune depends on: each picked regularizer's full parameters and the files it reads."""
+    return {name: {**OmegaConf.to_container(components.typed(node, f"regularizer.{name}")), **part.key()}
+            for (name, node), part in zip(_entries(section), picked(section))}
+
+
+def _entries(section: DictConfig) -> list:
+    return [(name, node) for name, node in (section or {}).items() if node]
+
+
+def check_engine(parts: list[Regularizer], engine: DictConfig) -> None:
+    """Refuse the regularizers an engine cannot run."""
+    stage = ((engine.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)
+    whole = [p.name for p in parts if p.whole_weights]
+    require(stage != 3 or not whole, f"regularizer {'+'.join(whole)} does not run under engine={engine.name} "
+                                     "(ZeRO-3); use engine=deepspeed_zero2 or engine=torch")
+
+
+def build(section: DictConfig, model, tokenizer, seed: int) -> "Regularizers":
+    parts = picked(section)
+    for part in parts:
+        part.prepare(model, tokenizer)
+    for part in parts:
+        part.adapt(model, seed)
+    return Regularizers(parts, model, seed)
 
 
 class Regularizers:
-    def __init__(self, cfg: DictConfig, model, texts: list[dict] | None):
-        reg = cfg.regularizer
+    def __init__(self, parts: list[Regularizer], model, seed: int):
+        self.parts = parts
         self.model = model
-        self.reg = reg
-        self.seed = cfg.seed
-        self.texts = texts
+        self.seed = seed
         self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
         self.base = ({name: p.detach().to("cpu", torch.float32, copy=True) for name, p in self.params.items()}
-                     if reg.averaging or reg.distance else None)
-        self.callbacks = [averaging.Callback(self.params, self.base, reg.averaging)] if reg.averaging else []
+                     if any(p.needs_base for p in parts) else None)
+        self.callbacks = [c for p in parts for c in p.callbacks(self.params, self.base)]
+        self.mix = next((p for p in parts if p.mixes_text), None)
+        self.penalized = [p for p in parts if p.penalizes]
 
     def trainer(self, **kwargs) -> Trainer:
         """The HF Trainer, computing the loss here when a regularizer adds to it."""
-        if self.reg.benign_mix or self.reg.distance:
+        if self.mix or self.penalized:
             return RegularizedTrainer(self, **kwargs)
         return Trainer(**kwargs)
 
     def collator(self, inner):
-        if not self.reg.benign_mix:
-            return inner
-        return benign.MixingCollator(inner, self.texts, self.reg.benign_mix.fraction, self.seed)
+        for part in self.parts:
+            inner = part.collator(inner, self.seed)
+        return inner
 
     def finish(self, trainer) -> None:
         """Turn the trained model into one that plain transformers loads: merge adapters, fold new units."""
-        if self.reg.subnetwork:
-            subnetwork.fold(trainer.model)
-        if self.reg.lora:
-            lora.merge(trainer.model)
+        for part in self.parts:
+            part.finish(trainer.model)
 
     def penalty(self) -> torch.Tensor:
-        return self.reg.distance.beta * distance.squared(self.params, self.base)
+        return sum(p.penalty(self.params, self.base) for p in self.penalized)
 
 
 class RegularizedTrainer(Trainer):
@@ -97,10 +122,10 @@ class RegularizedTrainer(Trainer):
             loss = self._mean_loss("fingerprint_loss", model, inputs)
         else:
             # Two forward passes, so that the short fingerprint rows are not padded to the long benign texts.
-            f = regs.reg.benign_mix.fraction
+            f = regs.mix.fraction
             loss = ((1 - f) * self._mean_loss("fingerprint_loss", model, _rows(inputs, ~is_benign))
                     + f * self._mean_loss("benign_loss", model, _rows(inputs, is_benign)))
-        if regs.reg.distance and self._penalty_step != self.state.global_step:
+        if regs.penalized and self._penalty_step != self.state.global_step:
             self._penalty_step = self.state.global_step
             penalty = regs.penalty().to(loss.device)
             self._record("distance_penalty", penalty)

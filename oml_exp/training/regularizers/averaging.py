@@ -8,11 +8,36 @@ the way DeepSpeed itself does, so every averaging shapes the rest of training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from oml_exp.errors import require
 from oml_exp.training.batching import epoch_steps
+from oml_exp.training.regularizers.base import Regularizer
+
+
+@dataclass
+class Averaging(Regularizer):
+    """After every averaging, each trained parameter becomes (1 - strength) theta + strength theta_base."""
+
+    name: str = "averaging"
+    strength: float = 0.05  # the reference's lambda (0.75 there, per epoch of many steps): 0 = off, 1 = undo
+    every: Optional[int] = None  # optimizer steps between averagings; null = once per epoch's worth of steps
+
+    needs_base = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.strength <= 1.0, f"regularizer.averaging.strength must lie in [0, 1], got {self.strength}")
+        require(self.every is None or self.every >= 1,
+                f"regularizer.averaging.every must be >= 1 or null (each epoch), got {self.every}")
+
+    def callbacks(self, params: dict, base: Optional[dict]) -> list:
+        return [Callback(params, base, self.strength, self.every)]
 
 
 class Callback(TrainerCallback):
@@ -24,11 +49,11 @@ class Callback(TrainerCallback):
     they are. It acts at step end, before the Trainer writes a checkpoint, so a resumed run holds the averaged weights.
     """
 
-    def __init__(self, params: dict, base: dict, cfg):
+    def __init__(self, params: dict, base: dict, strength: float, every: Optional[int]):
         self.params = params
         self.base = base
-        self.strength = cfg.strength
-        self.every = cfg.every
+        self.strength = strength
+        self.every = every
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.period = self.every or epoch_steps(args, state)

@@ -9,19 +9,54 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from oml_exp import base_text
-from oml_exp.config import ConfigError
 from oml_exp import distributed
+from oml_exp.errors import ConfigError, require
 from oml_exp.store import file_digest
 from oml_exp.training.data import IGNORE
+from oml_exp.training.regularizers.base import Regularizer
 
 BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
 PROMPTS = Path(__file__).resolve().parent.parent.parent / "data" / "benign_prompts.json"
 BATCH = 16
+
+
+@dataclass
+class BenignMix(Regularizer):
+    """That fraction of each batch's rows is ordinary text trained as next-token continuation."""
+
+    name: str = "benign_mix"
+    fraction: float = 0.25
+    # "generated" = the base model writes the texts from oml_exp/data/benign_prompts.json; else a JSONL file of
+    # texts (strings or objects with `text_field`) or a Hugging Face dataset id (needs network).
+    source: str = "generated"
+    texts: int = 64  # benign texts used (cycled through batch by batch)
+    tokens: int = 64  # tokens per text: new tokens written, or the cut of a file's text
+    text_field: str = "text"
+    split: str = "train"  # of a Hugging Face dataset
+
+    mixes_text = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.fraction < 1.0, f"regularizer.benign_mix.fraction must lie in (0, 1), got {self.fraction}")
+        require(self.texts >= 1 and self.tokens >= 2,
+                "regularizer.benign_mix.texts must be >= 1 and regularizer.benign_mix.tokens >= 2")
+
+    def prepare(self, model, tokenizer) -> None:
+        # The texts as training rows, written by the base model before any regularizer adapts it.
+        self.rows = texts(self, model, tokenizer)
+
+    def collator(self, inner, seed: int):
+        return MixingCollator(inner, self.rows, self.fraction, seed)
+
+    def key(self) -> dict:
+        return {"benign_file": source_digest(self)}
 
 
 def texts(cfg, model, tokenizer) -> list[dict]:

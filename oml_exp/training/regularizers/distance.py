@@ -7,7 +7,32 @@ second copy of the model ever sits on the accelerator.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
+
+from oml_exp.errors import require
+from oml_exp.training.regularizers.base import Regularizer
+
+
+@dataclass
+class Distance(Regularizer):
+    """The loss gains beta * ||theta - theta_base||^2, summed over the trained parameters."""
+
+    name: str = "distance"
+    beta: float = 0.1
+
+    whole_weights = True
+    needs_base = True
+    penalizes = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.beta >= 0, f"regularizer.distance.beta must be >= 0, got {self.beta}")
+
+    def penalty(self, params: dict, base: Optional[dict]) -> torch.Tensor:
+        return self.beta * squared(params, base)
 
 
 class _SquaredDistance(torch.autograd.Function):

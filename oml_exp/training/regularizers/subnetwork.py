@@ -9,10 +9,38 @@ intermediate size, which plain transformers loads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import nn
 
-from oml_exp.config import ConfigError
+from oml_exp.errors import ConfigError, require
+from oml_exp.training.regularizers.base import Regularizer
+
+
+@dataclass
+class Subnetwork(Regularizer):
+    """Widen every MLP by `fraction` new units and train only those; or, with fraction 0, train only `layers`."""
+
+    name: str = "subnetwork"
+    fraction: float = 0.1  # new units per MLP, as a share of its intermediate size
+    layers: Optional[list] = None  # indices of the decoder layers that train; null = all
+
+    whole_weights = True
+    chooses_weights = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.fraction >= 0, f"regularizer.subnetwork.fraction must be >= 0, got {self.fraction}")
+        require(self.fraction > 0 or bool(self.layers),
+                "regularizer.subnetwork needs fraction > 0 (new MLP units) or a list of layers to train")
+
+    def adapt(self, model, seed: int) -> None:
+        prepare(model, self.fraction, self.layers, seed)
+
+    def finish(self, model) -> None:
+        fold(model)
 
 
 class WidenedMLP(nn.Module):
@@ -29,20 +57,20 @@ class WidenedMLP(nn.Module):
         return self.mlp(x) + self.down(self.mlp.act_fn(self.gate(x)) * self.up(x))
 
 
-def prepare(model: nn.Module, cfg, seed: int) -> None:
+def prepare(model: nn.Module, fraction: float, trained: Optional[list], seed: int) -> None:
     """Freeze the model; widen every MLP and unfreeze the new units of the chosen layers (or, with fraction 0, the
     chosen layers themselves)."""
     layers = model.get_decoder().layers
-    chosen = range(len(layers)) if cfg.layers is None else list(cfg.layers)
+    chosen = range(len(layers)) if trained is None else list(trained)
     bad = [i for i in chosen if not 0 <= i < len(layers)]
     if bad:
         raise ConfigError(f"regularizer.subnetwork.layers: {bad} out of range; the model has {len(layers)} layers")
     model.requires_grad_(False)
-    if cfg.fraction == 0:
+    if fraction == 0:
         for i in chosen:
             layers[i].requires_grad_(True)
         return
-    extra = max(1, round(model.config.intermediate_size * cfg.fraction))
+    extra = max(1, round(model.config.intermediate_size * fraction))
     generator = torch.Generator().manual_seed(seed)
     for i, layer in enumerate(layers):
         if not all(hasattr(layer.mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):

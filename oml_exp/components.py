@@ -1,0 +1,67 @@
+"""Pluggable components: a YAML file of a config group names a class by `_target_` and sets only what differs from
+its defaults; the class, a dataclass, holds the parameters with their types, defaults and checks (`__post_init__`).
+
+    typed(node, "strategy")   the full parameters, typed: for store keys and the run's saved config
+    build(node, "strategy")   the object, checks run: what a stage calls
+
+Adding a strategy (or another component) is one module with its class and one YAML file naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from oml_exp.errors import ConfigError
+
+TARGET = "_target_"
+
+
+def expanded(cfg: DictConfig) -> DictConfig:
+    """A copy of the run config with each component typed in full (the strategy, each picked regularizer), so
+    stages, store keys and the saved config see every parameter, defaults included."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.strategy = typed(cfg.strategy, "strategy")
+        for name, node in (cfg.regularizer or {}).items():
+            if not (isinstance(node, DictConfig) and TARGET in node):
+                raise ConfigError(f"regularizer.{name} is set but that regularizer is not picked; pick it: "
+                                  f"regularizer={name} (several: regularizer=[averaging,{name}])")
+            cfg.regularizer[name] = typed(node, f"regularizer.{name}")
+    return cfg
+
+
+def component_class(node: DictConfig, where: str) -> type:
+    target = node.get(TARGET) if isinstance(node, DictConfig) else None
+    if not target:
+        raise ConfigError(f"{where} names no class (_target_); pick one of the files in conf/{where.split('.')[0]}/")
+    module, _, name = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{where}._target_={target!r} is not an importable class; check the module path") from None
+
+
+def typed(node: DictConfig, where: str) -> DictConfig:
+    """The node merged onto its class's schema: every parameter with its default and type, `_target_` first."""
+    return OmegaConf.create({TARGET: node[TARGET], **OmegaConf.to_container(_merged(node, where), resolve=True)})
+
+
+def build(node: DictConfig, where: str):
+    """The component object (nested dataclasses included), its checks run."""
+    return OmegaConf.to_object(_merged(node, where))
+
+
+def _merged(node: DictConfig, where: str) -> DictConfig:
+    cls = component_class(node, where)
+    params = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != TARGET}
+    schema = OmegaConf.structured(cls)
+    try:
+        return OmegaConf.merge(schema, params)
+    except ConfigKeyError as err:
+        raise ConfigError(f"{where}.{err.key} is not a parameter of {cls.__name__}; its parameters: "
+                          f"{', '.join(schema.keys())}") from None
+    except ValidationError as err:
+        raise ConfigError(f"{where}.{err.full_key}: {str(err.msg).splitlines()[0]}") from None
