@@ -7,6 +7,7 @@ the key and the fix. Config groups whose members take different keys (`strategy`
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -73,6 +74,17 @@ def fingerprint_num(fp) -> Optional[int]:
     if fp.num is not None:
         return fp.num
     return None if fp.file else DEFAULT_NUM
+
+
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints, and report
+    (the run folder's summary) whenever a stage measures something."""
+    wanted = set(cfg.stages)
+    if wanted & {"finetune", "check"}:
+        wanted.add("generate")
+    if wanted & {"check", "evaluate"}:
+        wanted.add("report")
+    return [s for s in STAGES if s in wanted]
 
 
 @dataclass
@@ -413,6 +425,8 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
+    # The class hydra.utils.instantiate builds from this section (the other keys are its arguments).
+    _target_: str = "oml_exp.reporting.loggers.NoLogger"
     name: str = "none"  # none | wandb
     project: str = "oml-exp"
     # offline writes W&B files locally (no network, no key), online needs WANDB_API_KEY, disabled logs nothing.
@@ -423,10 +437,21 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         _require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
+        _require(_is_class(self._target_), f"logger._target_={self._target_!r} is not an importable class; "
+                                           "pick a logger with logger=none or logger=wandb")
         _require(self.mode in ("offline", "online", "disabled"),
                  f"logger.mode must be offline, online or disabled, got {self.mode!r}")
         _require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),
                  "logger.mode=online needs WANDB_API_KEY in the environment; or use logger.mode=offline")
+
+
+def _is_class(path: str) -> bool:
+    """Whether `path` ("package.module.Class") names a class (imported now, so a typo fails before any stage)."""
+    module, _, name = path.rpartition(".")
+    try:
+        return isinstance(getattr(importlib.import_module(module), name, None), type)
+    except (ImportError, ValueError):  # ValueError: no module part at all
+        return False
 
 
 @dataclass
