@@ -37,11 +37,19 @@ def component_class(node: DictConfig, where: str) -> type:
     target = node.get(TARGET) if isinstance(node, DictConfig) else None
     if not target:
         raise ConfigError(f"{where} names no class (_target_); pick one of the files in conf/{where.split('.')[0]}/")
-    module, _, name = str(target).rpartition(".")
+    return locate(str(target), where)
+
+
+def locate(target: str, where: str) -> type:
+    """The class `target` ("package.module.Class") names, imported now so that a typo fails before any stage."""
+    module, _, name = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{where}._target_={target!r} is not an importable class; check the module path") from None
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):  # ValueError: no module part at all
+        found = None
+    if not isinstance(found, type):
+        raise ConfigError(f"{where}._target_={target!r} is not an importable class; check the module path")
+    return found
 
 
 def typed(node: DictConfig, where: str) -> DictConfig:

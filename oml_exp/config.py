@@ -16,6 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from oml_exp import components
 from oml_exp.errors import ConfigError, require, require_file  # noqa: F401 - ConfigError is imported from here
 
 STAGES = ("generate", "finetune", "check", "evaluate", "report")
@@ -61,6 +62,17 @@ def fingerprint_num(fp) -> Optional[int]:
     if fp.num is not None:
         return fp.num
     return None if fp.file else DEFAULT_NUM
+
+
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints, and report
+    (the run folder's summary) whenever a stage measures something."""
+    wanted = set(cfg.stages)
+    if wanted & {"finetune", "check"}:
+        wanted.add("generate")
+    if wanted & {"check", "evaluate"}:
+        wanted.add("report")
+    return [s for s in STAGES if s in wanted]
 
 
 @dataclass
@@ -192,6 +204,8 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
+    # The class hydra.utils.instantiate builds from this section (the other keys are its arguments).
+    _target_: str = "oml_exp.reporting.loggers.NoLogger"
     name: str = "none"  # none | wandb
     project: str = "oml-exp"
     # offline writes W&B files locally (no network, no key), online needs WANDB_API_KEY, disabled logs nothing.
@@ -202,6 +216,7 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
+        components.locate(self._target_, "logger")
         require(self.mode in ("offline", "online", "disabled"),
                  f"logger.mode must be offline, online or disabled, got {self.mode!r}")
         require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),

@@ -24,7 +24,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from oml_exp import components, manifest, models, provenance
-from oml_exp.config import STAGES
+from oml_exp.config import stages_to_run
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
 
@@ -56,17 +56,6 @@ class StageResult:
     summary: dict
     skipped: bool
     seconds: float
-
-
-def stages_to_run(cfg: DictConfig) -> list[str]:
-    """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints, and report
-    (the run folder's summary) whenever a stage measures something."""
-    wanted = set(cfg.stages)
-    if wanted & {"finetune", "check"}:
-        wanted.add("generate")
-    if wanted & {"check", "evaluate"}:
-        wanted.add("report")
-    return [s for s in STAGES if s in wanted]
 
 
 def model_identity(spec: str, results: dict[str, StageResult]) -> str:

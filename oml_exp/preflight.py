@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from oml_exp import components, config, models, pipeline
+from oml_exp import components, config, models
 from oml_exp.config import ConfigError
 from oml_exp.evaluation import tasks
 from oml_exp.fingerprints import generate, schema
@@ -24,7 +24,7 @@ FINGERPRINT_STAGES = ("generate", "finetune", "check")
 def check(cfg: DictConfig) -> None:
     """Raise the user error naming the first problem this run would meet; stages not run are not checked for."""
     check_config(cfg)
-    stages = pipeline.stages_to_run(cfg)
+    stages = config.stages_to_run(cfg)
     models.pick_device(cfg.device)
     check_stage_inputs(cfg)
     models.check_spec(cfg.model.path, "model.path")

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 
 from oml_exp import components, config, preflight
 from tests.conftest import CONF, ROOT
@@ -25,6 +26,12 @@ def test_every_config_file_composes(make_cfg):
             preflight.check_config(components.expanded(make_cfg(f"{group}={path.stem}")))
 
 
+def test_each_logger_option_builds_its_class_with_the_schemas_defaults(make_cfg):
+    built = {p.stem: instantiate(make_cfg(f"logger={p.stem}").logger) for p in (CONF / "logger").glob("*.yaml")}
+    assert {name: type(obj).__name__ for name, obj in built.items()} == {"none": "NoLogger", "wandb": "WandbLogger"}
+    assert (built["wandb"].project, built["wandb"].mode) == (config.LoggerConfig.project, config.LoggerConfig.mode)
+
+
 def test_misspelled_key_fails_at_composition(make_cfg):
     with pytest.raises(ConfigCompositionException, match="nmu"):
         make_cfg("fingerprints.nmu=3")
@@ -35,6 +42,7 @@ def test_misspelled_key_fails_at_composition(make_cfg):
     ("strategy.threshold=1.5", "strategy.threshold"),
     ("stages=[generate,fintune]", "stages"),
     ("fingerprints.pool_size=4", "pool_size"),
+    ("logger._target_=oml_exp.reporting.nope.Logger", "logger._target_"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(config.ConfigError, match=key):

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from oml_exp.config import LoggerConfig
-from oml_exp.reporting import aggregate
 from oml_exp.reporting.__main__ import main as report_main
+from oml_exp.reporting.plots import PANELS, plot_system_prompts, plot_tradeoff
+from oml_exp.reporting.sweep import CSV
+from oml_exp.reporting.sweep import run as sweep_report
+from oml_exp.reporting.table import collect, series_columns
 
 # Planted in every free-text field of the fixtures: the report must copy named numbers, never text it was not asked for.
 KEY = "zebra quantum marmalade 7731"
@@ -70,7 +72,7 @@ def sweep(tmp_path) -> Path:
 
 
 def test_collect_one_row_per_run_with_axes_and_metrics(sweep):
-    table = aggregate.collect(sweep)
+    table = collect(sweep)
     assert len(table) == 24
     assert set(table["regularizer"]) == {"none", "averaging"}
     assert set(table["fingerprints"]) == {4, 16, 64}
@@ -96,9 +98,9 @@ def test_varying_config_keys_become_axes_and_reruns_count_once(tmp_path):
             stage["hash"] += str(lr)
         write_run(root, f"lr{lr}", summary)
     write_run(root, "lr0.0003-rerun", summary)  # the same stage outputs again: the same experiment
-    table = aggregate.collect(root)
+    table = collect(root)
     assert sorted(table["train.lr"]) == [1e-4, 3e-4]
-    assert aggregate.series_columns(table) == ["train.lr"]
+    assert series_columns(table) == ["train.lr"]
 
 
 def test_regularizer_lists_and_swept_parameters(tmp_path):
@@ -108,7 +110,7 @@ def test_regularizer_lists_and_swept_parameters(tmp_path):
                       ("mix", {"averaging": {"name": "averaging", "strength": 0.75},
                                "benign_mix": {"name": "benign_mix", "fraction": 0.25}})]:
         write_run(root, name, fake_summary(regularizer=reg))
-    table = aggregate.collect(root)
+    table = collect(root)
     assert list(table["regularizer"]) == ["averaging", "averaging", "averaging+benign_mix", "none"]
     # The strength varies among averaging runs: an axis. The mixing fraction and the augmentation's fraction
     # follow from the choice's name: not axes.
@@ -117,10 +119,10 @@ def test_regularizer_lists_and_swept_parameters(tmp_path):
 
 
 def test_plots_show_what_the_csv_says(sweep, tmp_path):
-    files = aggregate.run(sweep, tmp_path / "report")
+    files = sweep_report(sweep, tmp_path / "report")
     csv = pd.read_csv(files["csv"])
-    fig = aggregate.plot_tradeoff(files["csv"], tmp_path / "again.png")
-    titles = dict(aggregate.PANELS)
+    fig = plot_tradeoff(files["csv"], tmp_path / "again.png")
+    titles = dict(PANELS)
     checked = 0
     for ax in fig.axes:
         metric = next(m for m, t in titles.items() if t == ax.get_title())
@@ -150,10 +152,10 @@ def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):
         for seed in (0, 1):
             write_run(root, f"{name}{seed}", fake_summary(num=64, seed=seed, regularizer=reg,
                                                          success=0.9 - i / 10 - seed / 20, retention=0.9 + i / 20))
-    files = aggregate.run(root, tmp_path / "out")
+    files = sweep_report(root, tmp_path / "out")
     csv = pd.read_csv(files["csv"])
-    fig = aggregate.plot_tradeoff(files["csv"], tmp_path / "again.png")
-    success = next(ax for ax in fig.axes if ax.get_title() == dict(aggregate.PANELS)["success_rate"])
+    fig = plot_tradeoff(files["csv"], tmp_path / "again.png")
+    success = next(ax for ax in fig.axes if ax.get_title() == dict(PANELS)["success_rate"])
     labels = [t.get_text() for t in success.get_xticklabels()]
     assert sorted(labels) == sorted(settings)
     expected = csv.groupby("regularizer")["success_rate"].mean()
@@ -165,16 +167,16 @@ def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):
 
 
 def test_markdown_lists_each_runs_retention_with_its_interval(sweep, tmp_path):
-    text = aggregate.run(sweep, tmp_path / "report")["markdown"].read_text()
+    text = sweep_report(sweep, tmp_path / "report")["markdown"].read_text()
     section = text.split("## Utility retention per task")[1].split("## Runs")[0]
-    table = pd.read_csv(tmp_path / "report" / aggregate.CSV)
+    table = pd.read_csv(tmp_path / "report" / CSV)
     first = table.iloc[0]
     assert f"{first.retention_piqa:.3f} [{first.retention_piqa_lo:.2f}, {first.retention_piqa_hi:.2f}]" in section
     assert section.count("\n| ") == len(table) + 1, "a header and one row per run"
 
 
 def test_markdown_tables(sweep, tmp_path):
-    text = aggregate.run(sweep, tmp_path / "report")["markdown"].read_text()
+    text = sweep_report(sweep, tmp_path / "report")["markdown"].read_text()
     assert "24 runs, 12 conditions" in text
     assert "| smollm2_135m | random_word | averaging | none | 64 | 2 |" in text
     assert "## System prompts" not in text
@@ -187,13 +189,13 @@ def test_system_prompt_table_is_laid_out_like_the_guide(tmp_path):
         for seed in (0, 1):
             write_run(root, f"{aug}{seed}", fake_summary(augmentation=aug, seed=seed, heldout=heldout + seed / 100,
                                                         retention=retention))
-    files = aggregate.run(root, tmp_path / "out")
+    files = sweep_report(root, tmp_path / "out")
     text = files["markdown"].read_text()
     section = text.split("## System prompts")[1].split("## Runs")[0]
     assert "| smollm2_135m | ❌ | 47.5% ± 0.7 | 0.333 | 1.000 | 2 |" in section
     assert "| smollm2_135m | ✅ | 98.5% ± 0.7 | 0.320 | 0.960 | 2 |" in section
     assert files["system_prompts"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    fig = aggregate.plot_system_prompts(files["csv"], tmp_path / "p.png")
+    fig = plot_system_prompts(files["csv"], tmp_path / "p.png")
     heights = sorted(round(bar.get_height(), 4) for bar in fig.axes[0].patches)
     assert heights == [0.475, 0.985]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["smollm2_135m"], "the group names its model"
@@ -202,7 +204,7 @@ def test_system_prompt_table_is_laid_out_like_the_guide(tmp_path):
 def test_wandb_offline_gets_the_tradeoff_and_no_key(sweep, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "report"
-    aggregate.run(sweep, out, LoggerConfig(name="wandb", mode="offline", group="fixture-sweep"))
+    report_main([str(sweep), "--out", str(out), "--wandb", "offline", "--group", "fixture-sweep"])
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = [p for p in runs[0].rglob("*") if p.is_file()]
@@ -213,21 +215,28 @@ def test_wandb_offline_gets_the_tradeoff_and_no_key(sweep, tmp_path, monkeypatch
             assert KEY.encode() not in path.read_bytes(), f"{path} holds a key"
 
 
-def test_cli_runs_alone_on_any_folder(sweep, tmp_path, capsys):
+def test_cli_runs_alone_on_any_folder(sweep, tmp_path, capsys, monkeypatch):
     report_main([str(sweep), "--out", str(tmp_path / "cli")])
-    assert (tmp_path / "cli" / aggregate.CSV).exists()
+    assert (tmp_path / "cli" / CSV).exists()
+    assert not (tmp_path / "cli" / "wandb").exists(), "no --wandb: no W&B"
     with pytest.raises(SystemExit) as err:
         report_main([str(tmp_path / "empty")])
     assert err.value.code == 1
     assert "no run summaries" in capsys.readouterr().err
+    # --wandb builds the logger through the config's checks, as logger=wandb does
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as err:
+        report_main([str(sweep), "--out", str(tmp_path / "online"), "--wandb", "online"])
+    assert err.value.code == 1
+    assert "logger.mode=online needs WANDB_API_KEY" in capsys.readouterr().err
 
 
 def test_wandb_group_is_the_sweep_folder_unless_named():
     from oml_exp.reporting.wandb_log import group
 
-    assert group(LoggerConfig(name="wandb")) is None, "a single run outside Hydra has no group"
-    assert group(LoggerConfig(name="wandb"), "outputs/sweeps/x") == "outputs/sweeps/x"
-    assert group(LoggerConfig(name="wandb", group="mine"), "outputs/sweeps/x") == "mine"
+    assert group(None) is None, "a single run outside Hydra has no group"
+    assert group(None, "outputs/sweeps/x") == "outputs/sweeps/x"
+    assert group("mine", "outputs/sweeps/x") == "mine"
 
 
 def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):
@@ -235,7 +244,7 @@ def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):
     summary["headline"] = {}
     summary["stages"] = {"generate": summary["stages"]["generate"]}
     write_run(tmp_path / "gen", "0", summary)
-    files = aggregate.run(tmp_path / "gen", tmp_path / "out")
+    files = sweep_report(tmp_path / "gen", tmp_path / "out")
     assert set(files) == {"csv", "markdown"}
 
 

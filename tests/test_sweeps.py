@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from oml_exp.reporting import aggregate
+from oml_exp.reporting.sweep import CSV, MARKDOWN, TRADEOFF_PNG
 
 from .conftest import ROOT, subprocess_env
 
@@ -81,14 +81,14 @@ def test_killed_sweep_rerun_completes_without_redoing_finished_jobs(swept):
 
 def test_the_sweep_report_holds_every_job_once(swept):
     report = swept["sweep"] / "report"
-    table = pd.read_csv(report / aggregate.CSV)
+    table = pd.read_csv(report / CSV)
     assert sorted(table["fingerprints"]) == [2, 4]
     assert set(table["strategy"]) == {"random_word"} and set(table["model"]) == {"tiny"}
     for fingerprints, summary in swept["after_submitit"].items():
         row = table[table.fingerprints == fingerprints].iloc[0]
         assert row["success_rate"] == summary["headline"]["success_rate"]
-    assert "## Trade-off" in (report / aggregate.MARKDOWN).read_text()
-    assert (report / aggregate.TRADEOFF_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert "## Trade-off" in (report / MARKDOWN).read_text()
+    assert (report / TRADEOFF_PNG).read_bytes()[:4] == b"\x89PNG"
     assert list((report / "wandb").glob("offline-run-*")), "the trade-off went to (offline) W&B"
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
 from oml_exp.config import ConfigError, LoggerConfig
-from oml_exp.reporting import aggregate
+from oml_exp.reporting import sweep
+
+# The W&B logger's option file, as `logger=wandb` picks it for a run or a sweep.
+WANDB = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,9 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", help="W&B group (default: DIR, as a sweep's own runs are grouped)")
     args = parser.parse_args(argv)
     try:
-        logger = LoggerConfig(name="wandb", mode=args.wandb, project=args.project, entity=args.entity,
-                              group=args.group) if args.wandb else None
-        aggregate.run(args.dir, args.out, logger)
+        settings = {**OmegaConf.load(WANDB), "mode": args.wandb, "project": args.project, "entity": args.entity,
+                    "group": args.group} if args.wandb else {}  # no --wandb: LoggerConfig's NoLogger
+        sweep.run(args.dir, args.out, instantiate(LoggerConfig(**settings)))
     except (ConfigError, FileNotFoundError) as err:
         parser.exit(1, f"oml-exp-report: error: {err}\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 
@@ -10,9 +11,9 @@ class ReportSweep(Callback):
     """Gather every run of the finished sweep into the report; single runs are untouched."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from oml_exp.reporting import aggregate
+        from oml_exp.reporting import sweep
 
         try:
-            aggregate.run(config.hydra.sweep.dir, logger=config.logger)
+            sweep.run(config.hydra.sweep.dir, logger=instantiate(config.logger))
         except FileNotFoundError as err:  # a sweep whose jobs wrote no summary (stages without report)
             print(f"report: skipped: {err}")

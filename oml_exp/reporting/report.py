@@ -1,7 +1,8 @@
-"""The report stage: the run folder's summary.json and summary.md, and the short printed summary.
+"""The report stage: the run folder's summary.json and summary.md, the short printed summary, and the summary handed
+to the configured logger; also the run's experiment id.
 
 It runs on every run, also when every other stage was skipped, and reads only the stage summaries (which never
-hold keys), so nothing it writes or prints can leak a fingerprint.
+hold keys), so nothing it writes, prints or logs can leak a fingerprint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import math
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp.config import fingerprint_num
@@ -37,10 +39,7 @@ def run(cfg: DictConfig, results: dict, run_dir: Path, write: bool = True) -> di
         write_json(run_dir / "summary.json", summary)
         write_text(run_dir / "summary.md", markdown(summary))
         log.info("run summary written to %s", run_dir / "summary.md")
-    if cfg.logger.name == "wandb":
-        from oml_exp.reporting.wandb_log import log_run
-
-        log_run(cfg.logger, summary, run_dir)
+    instantiate(cfg.logger).log_run(summary, run_dir, experiment(summary))
     print(text(summary))
     return summary
 

@@ -1,7 +1,8 @@
-"""Send a finished run's summary to Weights & Biases: config, stage metrics and timings, never keys.
+"""`logger=wandb`: finished run summaries and sweep reports sent to Weights & Biases, never keys.
 
-Only key-free material is sent: the resolved config (which names files but holds no fingerprint) and the stage
-summaries. The run is written offline unless logger.mode=online.
+Only key-free material is sent: a run's resolved config (which names files but holds no fingerprint) and its stage
+summaries; a sweep's trade-off table and plots, drawn from the report's CSV. The runs are written offline unless
+logger.mode=online.
 """
 
 from __future__ import annotations
@@ -10,10 +11,51 @@ import hashlib
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from oml_exp.reporting.report import experiment
+
+class WandbLogger:
+    """Built from conf/logger/wandb.yaml over LoggerConfig's defaults; offers what NoLogger does (loggers.py)."""
+
+    def __init__(self, name: str, project: str, mode: str, entity: Optional[str], group: Optional[str], tags) -> None:
+        # `name` is the config option (logger=wandb); each W&B run is named after its folder instead.
+        self.project, self.mode, self.entity, self.group, self.tags = project, mode, entity, group, list(tags)
+
+    def log_run(self, summary: dict, run_dir: Path, experiment: str) -> None:
+        """The run's config, stage metrics and timings (the stage summaries' numbers)."""
+        run = self._init(group(self.group), dir=str(run_dir), config=summary["config"], name=run_dir.name,
+                         id=run_id(run_dir, experiment))
+        metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
+        metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
+        run.summary.update(metrics)
+        run.finish()
+
+    def log_sweep(self, tradeoff: pd.DataFrame, runs: int, out: Path, sweep_dir: str, files: dict[str, Path]) -> None:
+        """The sweep's trade-off as a W&B table (one row per condition, seed mean and spread) with line plots of
+        success and utility retention against the number of fingerprints, and the report's PNGs, in one `report`
+        run grouped with the sweep's runs."""
+        import wandb
+
+        run = self._init(group(self.group, sweep_dir), dir=str(out), job_type="report",
+                         name=f"report {Path(sweep_dir).name}", config={"runs": runs}, id=run_id(out))
+        table = wandb.Table(dataframe=tradeoff)
+        logged = {"tradeoff": table}
+        for metric, title in [("success_rate", "fingerprint success"), ("mean_retention", "utility retention")]:
+            if f"{metric}_mean" in tradeoff.columns:
+                logged[f"tradeoff/{metric}"] = wandb.plot.line(table, "fingerprints", f"{metric}_mean", stroke="series",
+                                                              title=f"{title} vs fingerprints")
+        logged.update({f"plots/{kind}": wandb.Image(str(path)) for kind, path in files.items()
+                       if path.suffix == ".png"})
+        run.log(logged)
+        run.finish()
+
+    def _init(self, group: Optional[str], **run):
+        import wandb
+
+        return wandb.init(project=self.project, entity=self.entity, group=group, tags=self.tags, mode=self.mode,
+                          reinit="finish_previous", resume="allow", **run)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -28,10 +70,10 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def group(logger_cfg, sweep_dir: Optional[str] = None) -> Optional[str]:
+def group(named: Optional[str], sweep_dir: Optional[str] = None) -> Optional[str]:
     """logger.group, else the sweep folder for the jobs of a multirun (and its report), so a sweep's runs group."""
-    if logger_cfg.group is not None:
-        return logger_cfg.group
+    if named is not None:
+        return named
     if sweep_dir is None and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return HydraConfig.get().sweep.dir
     return sweep_dir
@@ -41,42 +83,3 @@ def run_id(folder: Path, experiment: str = "") -> str:
     """One W&B run per folder and experiment: a job that runs again (a sweep rerun after a kill) resumes its run
     instead of adding one, while another experiment written into the same folder gets a run of its own."""
     return hashlib.sha1(f"{Path(folder).resolve()}|{experiment}".encode()).hexdigest()[:16]
-
-
-def log_run(logger_cfg, summary: dict, run_dir: Path) -> None:
-    import wandb
-
-    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg),
-                     tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir),
-                     config=summary["config"], name=run_dir.name, reinit="finish_previous",
-                     id=run_id(run_dir, experiment(summary)), resume="allow")
-    metrics = flatten({name: stage["summary"] for name, stage in summary["stages"].items()})
-    metrics.update(flatten({name: stage["seconds"] for name, stage in summary["stages"].items()}, "seconds/"))
-    run.summary.update(metrics)
-    run.finish()
-
-
-def log_tradeoff(logger_cfg, table, out: Path, sweep_dir: str, images: dict[str, Path]) -> None:
-    """The sweep's trade-off as a W&B table (one row per condition, seed mean and spread) with line plots of success
-    and utility retention against the number of fingerprints, and the report's PNGs. `table` is the report's CSV,
-    whose columns hold no keys."""
-    import wandb
-
-    from oml_exp.reporting import aggregate
-
-    stats = aggregate.seed_stats(table, aggregate.SUMMARY_METRICS)
-    series = aggregate.series_columns(table)
-    stats.insert(0, "series", [aggregate.series_label(table, tuple(r[c] for c in series)) for _, r in stats.iterrows()])
-    run = wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group(logger_cfg, sweep_dir),
-                     tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(out), job_type="report",
-                     name=f"report {Path(sweep_dir).name}", config={"runs": len(table)}, reinit="finish_previous",
-                     id=run_id(out), resume="allow")
-    tradeoff = wandb.Table(dataframe=stats)
-    logged = {"tradeoff": tradeoff}
-    for metric, title in [("success_rate", "fingerprint success"), ("mean_retention", "utility retention")]:
-        if f"{metric}_mean" in stats.columns:
-            logged[f"tradeoff/{metric}"] = wandb.plot.line(tradeoff, "fingerprints", f"{metric}_mean", stroke="series",
-                                                          title=f"{title} vs fingerprints")
-    logged.update({f"plots/{kind}": wandb.Image(str(path)) for kind, path in images.items() if path.suffix == ".png"})
-    run.log(logged)
-    run.finish()

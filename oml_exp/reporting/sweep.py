@@ -1,0 +1,38 @@
+"""The sweep report: every finished run under a folder in one CSV, with the Markdown and plots drawn from it, handed
+to the logger (W&B's trade-off table) when one is configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from oml_exp.reporting import markdown, plots, table
+from oml_exp.reporting.loggers import NoLogger
+from oml_exp.store import write_text
+
+CSV = "runs.csv"
+MARKDOWN = "report.md"
+TRADEOFF_PNG = "tradeoff.png"
+SYSTEM_PROMPTS_PNG = "system_prompts.png"
+
+
+def run(root: Path, out: Optional[Path] = None, logger=NoLogger()) -> dict[str, Path]:
+    """Write the CSV, the Markdown report and the plots for the runs under `root` into `out` (default root/report)
+    and hand them to `logger` (built from the logger config). Returns the written files by kind."""
+    root = Path(root)
+    out = Path(out) if out is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = table.collect(root)
+    files = {"csv": out / CSV, "markdown": out / MARKDOWN}
+    runs.to_csv(files["csv"], index=False)
+    write_text(files["markdown"], markdown.markdown(files["csv"], f"Sweep report: {root.resolve().name}"))
+    for kind, name, plot in [("tradeoff", TRADEOFF_PNG, plots.plot_tradeoff),
+                             ("system_prompts", SYSTEM_PROMPTS_PNG, plots.plot_system_prompts)]:
+        if plot(files["csv"], out / name) is not None:
+            files[kind] = out / name
+    written = pd.read_csv(files["csv"])  # the logger too gets what the CSV says, as the plots and the Markdown do
+    logger.log_sweep(table.tradeoff(written), len(written), out, str(root), files)
+    print(f"report: {len(runs)} runs under {root} -> {out}")
+    return files
