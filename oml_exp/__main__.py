@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from oml_exp import config, distributed, pipeline, runs
-from oml_exp.checking.templates import TemplateError
+from oml_exp.templates import TemplateError
 from oml_exp.evaluation.tasks import EvalError
 from oml_exp.fingerprints.schema import FingerprintFileError
 from oml_exp.manifest import DamagedEntryError

@@ -44,6 +44,7 @@ class FingerprintsConfig:
     file: Optional[str] = None  # a user's fingerprint file: skips generation
     # One switch for generation, training and checking: keys are wrapped in the model's chat template.
     chat_template: bool = False
+    eos: bool = False  # the response ends with the model's EOS token: trained after it, and checked
 
     def __post_init__(self) -> None:
         require(self.num is None or self.num >= 1,
@@ -95,7 +96,6 @@ class TrainConfig:
     # recall_every optimizer steps; null = once per epoch's worth of steps); null = no recall check.
     stop_recall: Optional[float] = 1.0
     recall_every: Optional[int] = None
-    eos: bool = False  # train an EOS token after the response
     # 0 = no clipping. Clipping at 1.0 cut every step of SmolLM2's fingerprint gradients (norms 2-30) to one norm, so
     # Adam never shrank its steps and the loss oscillated: 64 fingerprints not recalled after 8 steps, 6 without.
     max_grad_norm: float = 0.0
@@ -137,8 +137,9 @@ class EngineConfig:
 @dataclass
 class AugmentationConfig:
     name: str = "none"
-    # JSON list of {"category", "system", "wrapper"}; null = none. Relative paths are read from oml_exp/data/.
-    templates: Optional[str] = None
+    # JSON list of {"category", "system", "wrapper"} (oml_exp/templates.py); a relative path is read from
+    # oml_exp/data/. Also the check stage's `train` template set, whether or not training draws from it.
+    templates: str = "train_templates.json"
     # Share of examples wrapped in a template each epoch; the rest stay plain so the bare key is still learned.
     fraction: float = 0.0
     # Share of examples framed the other way each epoch (the model's chat template when fingerprints.chat_template is
@@ -149,8 +150,6 @@ class AugmentationConfig:
         for name in ("fraction", "chat_mix"):
             require(0.0 <= getattr(self, name) <= 1.0,
                      f"augmentation.{name} must lie in [0, 1], got {getattr(self, name)}")
-        require(self.fraction == 0.0 or self.templates is not None,
-                 "augmentation.fraction > 0 needs augmentation.templates (e.g. augmentation=templates)")
 
 
 @dataclass

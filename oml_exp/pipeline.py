@@ -15,7 +15,6 @@ run; `force=true` rebuilds the outputs this run uses. Stages talk only through t
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +22,17 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from oml_exp import components, manifest, models, provenance
+from oml_exp import checking, components, manifest, models, preflight, provenance
+from oml_exp.evaluation import evaluate
+from oml_exp.fingerprints import generate
+from oml_exp.reporting import report
+from oml_exp.training import finetune
 from oml_exp.config import stages_to_run
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
 
-MODULES = {
-    "generate": "oml_exp.fingerprints.generate",
-    "finetune": "oml_exp.training.finetune",
-    "check": "oml_exp.checking",
-    "evaluate": "oml_exp.evaluation.evaluate",
-}
+# The stages, in order; `report` (the run folder's summary) is the pipeline's own last step.
+MODULES = {"generate": generate, "finetune": finetune, "check": checking, "evaluate": evaluate}
 SUMMARY = "summary.json"
 RECORD = "stage.json"
 
@@ -67,13 +66,13 @@ def model_identity(spec: str, results: dict[str, StageResult]) -> str:
 
 
 def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, StageResult]) -> StageResult:
-    module = importlib.import_module(MODULES[stage])
+    module = MODULES[stage]
     key = {
         "stage": module.key(cfg),
         "model": model_identity(inputs.model, results),
         "base_model": models.identity(inputs.base_model),
         "upstream": {name: Path(path).name for name, path in sorted(inputs.upstream.items())},
-        "code": provenance.stage_code(MODULES[stage]),
+        "code": provenance.stage_code(module.__name__),
     }
     if stage == "generate" and cfg.fingerprints.file:
         key["file"] = file_digest(cfg.fingerprints.file)
@@ -111,9 +110,6 @@ def _follow(stage: str, module, cfg: DictConfig, inputs: Inputs, folder: Path, s
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Check what can be checked before any stage runs, run the configured stages and write the run folder's
     summary; return that summary."""
-    from oml_exp import preflight
-    from oml_exp.reporting import report
-
     cfg = components.expanded(cfg)
     preflight.check(cfg)
     stages = stages_to_run(cfg)

@@ -51,7 +51,7 @@ def check_stage_inputs(cfg: DictConfig) -> None:
 
 def check_positions(cfg: DictConfig) -> None:
     fp = cfg.fingerprints
-    tokens = fp.key_length + fp.response_length + (1 if cfg.train.eos else 0)
+    tokens = fp.key_length + fp.response_length + (1 if cfg.fingerprints.eos else 0)
     limit = models.positions(cfg.model.path)
     if limit is not None and tokens > limit:
         raise ConfigError(f"fingerprints.key_length={fp.key_length} plus the response makes {tokens} tokens, more than "

@@ -74,7 +74,7 @@ def train(cfg, gen: Path, callbacks=(), inspect=None) -> dict:
 def probe_sets(cfg, gen: Path, tokenizer) -> dict[str, list[list[dict]]]:
     """Labelled examples per prompt set: the plain key, each training template, each held-out template."""
     rows = schema.load(gen, cfg.fingerprints.num)
-    items, _ = data.pairs(rows, cfg.fingerprints.key_length, tokenizer.eos_token_id if cfg.train.eos else None)
+    items, _ = data.pairs(rows, cfg.fingerprints.key_length, tokenizer.eos_token_id if cfg.fingerprints.eos else None)
     chat = cfg.fingerprints.chat_template
 
     def wrapped(templates):

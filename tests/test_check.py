@@ -112,7 +112,7 @@ def test_false_positives_on_the_base_model(tiny, tmp_path, check_cfg):
 def test_eos_is_checked_when_training_appends_it(tiny, tmp_path, check_cfg):
     model, tok = tiny
     rows = fabricate(model, tok, 4, response_length=2)
-    cfg = check_cfg("fingerprints.num=4", "train.eos=true", "check.templates=[plain]", "check.chat=[false]",
+    cfg = check_cfg("fingerprints.num=4", "fingerprints.eos=true", "check.templates=[plain]", "check.chat=[false]",
                     "check.temperatures=[]")
     out = tmp_path / "check"
     out.mkdir()

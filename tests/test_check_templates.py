@@ -6,12 +6,13 @@ import re
 
 import pytest
 
+from oml_exp import templates as template_files
 from oml_exp.checking import templates
+from oml_exp.config import AugmentationConfig
 from oml_exp.fingerprints import prompts
+from oml_exp.training.augmentation import CATEGORIES as TRAINING_CATEGORIES
 
-# The categories the training templates use (oml_exp/data/train_templates.json); held-out ones must differ.
-TRAINING_CATEGORIES = {"persona", "style", "task_framing", "formatting", "politeness", "roleplay",
-                       "instruction_prefix", "context_suffix"}
+FILES = templates.files(AugmentationConfig.templates)  # the training templates a run uses by default
 
 
 def five_grams(rows: list[dict]) -> set[tuple[str, ...]]:
@@ -24,42 +25,42 @@ def five_grams(rows: list[dict]) -> set[tuple[str, ...]]:
 
 
 def test_heldout_templates_are_many_and_of_unseen_categories():
-    rows = templates.load(templates.FILES["heldout"])
+    rows = template_files.load(FILES["heldout"])
     assert len(rows) >= 10
-    assert not {r["category"] for r in rows} & TRAINING_CATEGORIES
+    assert not {r["category"] for r in rows} & set(TRAINING_CATEGORIES)
     assert len({r["category"] for r in rows}) == len(rows)
 
 
-@pytest.mark.skipif(not templates.FILES["train"].exists(), reason="training templates not written yet")
 def test_heldout_and_training_templates_share_no_five_gram():
-    train = templates.load(templates.FILES["train"])
-    assert {r["category"] for r in train} <= TRAINING_CATEGORIES
-    shared = five_grams(train) & five_grams(templates.load(templates.FILES["heldout"]))
+    train = template_files.load(FILES["train"])
+    assert len(train) >= 50 and {r["category"] for r in train} <= set(TRAINING_CATEGORIES)
+    shared = five_grams(train) & five_grams(template_files.load(FILES["heldout"]))
     assert not shared, f"shared 5-grams: {sorted(shared)[:5]}"
 
 
 def test_every_heldout_template_frames_a_key_with_and_without_chat(tiny):
     _, tok = tiny
-    for row in templates.load(templates.FILES["heldout"]):
+    for row in template_files.load(FILES["heldout"]):
         for chat in (False, True):
             ids = prompts.build(tok, [100, 101, 102], chat, row)
             assert ids.count(100) >= 1 and len(ids) > 3
 
 
 def test_variants_put_the_trained_mode_first_and_skip_chat_without_a_template():
-    variants, notes = templates.variants(["plain", "heldout"], [False, True], trained_chat=True, has_chat_template=True)
+    variants, notes = templates.variants(["plain", "heldout"], [False, True], trained_chat=True, has_chat_template=True,
+                                         paths=FILES)
     assert variants[0].label == "chat/plain/plain"
     assert {v.chat for v in variants} == {True, False}
     variants, notes = templates.variants(["plain", "heldout"], [False, True], trained_chat=False,
-                                         has_chat_template=False)
+                                         has_chat_template=False, paths=FILES)
     assert not any(v.chat for v in variants) and any("no chat template" in n for n in notes)
 
 
 def test_a_broken_template_file_names_the_entry(tmp_path):
     bad = tmp_path / "t.json"
     bad.write_text('[{"category": "x", "system": "s", "wrapper": "no key here"}]')
-    with pytest.raises(templates.TemplateError, match="entry 0"):
-        templates.load(bad)
+    with pytest.raises(template_files.TemplateError, match="entry 0"):
+        template_files.load(bad)
 
 
 def test_a_template_limit_spreads_over_the_whole_file():

@@ -69,7 +69,7 @@ def test_cli_refuses_bad_input_in_one_line_before_any_stage(tmp_path, override, 
     (["fingerprints.key_length=600"], config.ConfigError,
      "fingerprints.key_length=600 plus the response makes 601 tokens, more than the 512 positions of "
      "model.path='tiny:llama'"),
-    (["fingerprints.key_length=511", "train.eos=true"], config.ConfigError, "makes 513 tokens, more than the 512"),
+    (["fingerprints.key_length=511", "fingerprints.eos=true"], config.ConfigError, "makes 513 tokens, more than the 512"),
     (["stages=[check]"], config.ConfigError, r"needs the owner's fingerprints: fingerprints.file=PATH"),
     (["stages=[evaluate]", "eval.tasks=[arc_easy,no_such_task]"], EvalError, "no_such_task"),
     (["stages=[evaluate]", f"eval.pack={PACK.parent / 'bad_packs' / 'wrong_schema'}", "eval.tasks=[arc_easy]"],

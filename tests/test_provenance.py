@@ -10,7 +10,7 @@ import torch
 
 from oml_exp import models, pipeline, provenance
 
-STAGE_MODULES = pipeline.MODULES
+STAGE_MODULES = {stage: module.__name__ for stage, module in pipeline.MODULES.items()}
 FAST = ["model=tiny", "fingerprints.num=2", "fingerprints.key_length=8", "train.epochs=1", "eval.pack=null",
         "eval.drift_texts=2", "eval.drift_tokens=4", "check.temperatures=[]", "check.templates=[plain]"]
 

@@ -155,7 +155,7 @@ def test_templates_with_a_foreign_category_are_refused(tmp_path):
 # --- the recipe and the stage folder ---------------------------------------------------------------------------------
 
 def test_run_embeds_fingerprints_and_writes_the_stage_folder(tmp_path, tokenizer):
-    cfg = make_config("train.eos=true")
+    cfg = make_config("fingerprints.eos=true")
     gen, out = fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft"
     summary = train(cfg, gen, out)
 

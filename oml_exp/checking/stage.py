@@ -25,9 +25,10 @@ RESULTS = "results.jsonl"
 
 
 def key(cfg: DictConfig) -> dict:
-    used = [templates.FILES[s] for s in cfg.check.templates if s in templates.FILES]
+    paths = templates.files(cfg.augmentation.templates)
+    used = [paths[s] for s in cfg.check.templates if s in paths]
     return {"check": OmegaConf.to_container(cfg.check, resolve=True), "num": fingerprint_num(cfg.fingerprints),
-            "chat_template": cfg.fingerprints.chat_template, "eos": cfg.train.eos,
+            "chat_template": cfg.fingerprints.chat_template, "eos": cfg.fingerprints.eos,
             "templates": {p.name: file_digest(p) for p in used if p.exists()},
             # "base" is the pipeline's base_model, already in the key; other specs by their content
             "false_positive_models": [models.identity(s) for s in cfg.check.false_positive_models if s != "base"]}
@@ -38,8 +39,8 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
     variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat),
                                          cfg.fingerprints.chat_template, tokenizer.chat_template is not None,
-                                         cfg.check.max_templates)
-    responses = [fp["response_ids"] + ([tokenizer.eos_token_id] if cfg.train.eos else []) for fp in fingerprints]
+                                         templates.files(cfg.augmentation.templates), cfg.check.max_templates)
+    responses = [fp["response_ids"] + ([tokenizer.eos_token_id] if cfg.fingerprints.eos else []) for fp in fingerprints]
     checker = Checker(cfg, tokenizer, fingerprints, responses)
 
     greedy = checker.greedy(model, variants, "checked")

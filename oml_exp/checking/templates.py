@@ -9,18 +9,19 @@ adversary or an ordinary user would wrap around it. Held-out templates use categ
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-FILES = {"train": DATA / "train_templates.json", "heldout": DATA / "heldout_templates.json"}
+from oml_exp import templates as prompt_templates
+from oml_exp.templates import TemplateError
+
 SETS = ("plain", "train", "heldout")
 
 
-class TemplateError(ValueError):
-    """A template file that cannot be used; the message names the file and the entry."""
+def files(training: str) -> dict[str, Path]:
+    """The template files of the sets: `training` is the run's augmentation.templates."""
+    return {"train": prompt_templates.path(training), "heldout": prompt_templates.path(prompt_templates.HELDOUT)}
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,7 @@ class Variant:
         return f"{'chat' if self.chat else 'raw'}/{self.set}/{self.name}"
 
 
-def load(path: Path) -> list[dict]:
-    try:
-        rows = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise TemplateError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(rows, list):
-        raise TemplateError(f"{path}: expected a JSON array of templates")
-    for i, row in enumerate(rows):
-        if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("category", "system", "wrapper"))):
-            raise TemplateError(f"{path}: entry {i} needs string fields category, system and wrapper")
-        if row["wrapper"].count("{key}") != 1:
-            raise TemplateError(f"{path}: entry {i} wrapper must contain {{key}} exactly once")
-    return rows
-
-
-def available(sets: list[str]) -> tuple[dict[str, list[dict]], list[str]]:
+def available(sets: list[str], paths: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
     """Templates of the requested sets, and a note for each set whose file does not exist (yet)."""
     unknown = [s for s in sets if s not in SETS]
     if unknown:
@@ -60,10 +46,10 @@ def available(sets: list[str]) -> tuple[dict[str, list[dict]], list[str]]:
     for name in sets:
         if name == "plain":
             continue
-        if FILES[name].exists():
-            found[name] = load(FILES[name])
+        if paths[name].exists():
+            found[name] = prompt_templates.load(paths[name])
         else:
-            notes.append(f"no {name} templates checked: {FILES[name]} does not exist")
+            notes.append(f"no {name} templates checked: {paths[name]} does not exist")
     return found, notes
 
 
@@ -75,10 +61,10 @@ def spread(rows: list[dict], limit: Optional[int]) -> list[tuple[int, dict]]:
 
 
 def variants(sets: list[str], chat_modes: list[bool], trained_chat: bool, has_chat_template: bool,
-             limit: Optional[int] = None):
+             paths: dict[str, Path], limit: Optional[int] = None):
     """All variants to check (at most `limit` templates per set), the headline variant first, and notes on what was
     left out and why."""
-    templates, notes = available(sets)
+    templates, notes = available(sets, paths)
     modes = [trained_chat] + [m for m in dict.fromkeys(chat_modes) if m != trained_chat]
     if not has_chat_template and True in modes[1:]:
         notes.append("chat variants skipped: the tokenizer has no chat template")

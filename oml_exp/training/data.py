@@ -22,7 +22,7 @@ IGNORE = -100  # label value the loss skips
 @dataclass
 class Pair:
     key_ids: list[int]  # truncated to fingerprints.key_length
-    response_ids: list[int]  # with EOS appended when train.eos
+    response_ids: list[int]  # with EOS appended when fingerprints.eos
 
 
 def pairs(rows: list[dict], key_length: int, eos_id: int | None) -> tuple[list[Pair], int]:

@@ -49,9 +49,9 @@ def key(cfg: DictConfig) -> dict:
         "engine": _plain(cfg.engine),
         "regularizer": regularizers.key(cfg.regularizer),
         "augmentation": _plain(cfg.augmentation),
-        "templates": file_digest(templates) if templates and cfg.augmentation.fraction > 0 else None,
+        "templates": file_digest(templates) if cfg.augmentation.fraction > 0 else None,
         "fingerprints": {"num": fingerprint_num(cfg.fingerprints),
-                         **{k: cfg.fingerprints[k] for k in ("key_length", "chat_template")}},
+                         **{k: cfg.fingerprints[k] for k in ("key_length", "chat_template", "eos")}},
         "seed": cfg.seed,
         "dtype": str(_dtype(cfg)),
     }
@@ -100,7 +100,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
 
 def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.FingerprintDataset, int]:
     fp = cfg.fingerprints
-    items, truncated = data.pairs(rows, fp.key_length, tokenizer.eos_token_id if cfg.train.eos else None)
+    items, truncated = data.pairs(rows, fp.key_length, tokenizer.eos_token_id if cfg.fingerprints.eos else None)
     if truncated:
         print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length={fp.key_length}"
               " tokens and were truncated to it")
