@@ -73,6 +73,14 @@ def make_cfg(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny model's tokenizer (no weights)."""
+    from oml_exp import models
+
+    return models.load_tokenizer("tiny:llama")
+
+
+@pytest.fixture(scope="session")
 def tiny():
     from oml_exp import models
 

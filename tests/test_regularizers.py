@@ -13,22 +13,7 @@ from oml_exp import models
 from oml_exp.config import ConfigError
 from oml_exp.training import finetune, regularizers
 from oml_exp.training.regularizers import benign, distance
-from tests.train_helpers import fake_fingerprints, make_config, train
-
-QUICK = ("train.epochs=3", "train.early_stop_loss=0")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return models.load_tokenizer("tiny:llama")
-
-
-def base_weights() -> dict:
-    return AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
-
-
-def saved_weights(folder) -> dict:
-    return AutoModelForCausalLM.from_pretrained(folder / "model").state_dict()
+from tests.train_helpers import QUICK, base_weights, fake_fingerprints, make_config, saved_weights, train
 
 
 def log(folder) -> list[dict]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.test_train import EQUIVALENCE_ATOL, assert_same_weights
-from tests.test_train_distributed import launch
-from tests.train_helpers import fake_fingerprints, make_config, train
+from tests.train_helpers import EQUIVALENCE_ATOL, assert_same_weights, fake_fingerprints, launch, make_config, train
 
 SETTINGS = ("train.epochs=3", "train.early_stop_loss=0", "train.lr=1e-3", "regularizer=[averaging,distance]",
             "regularizer.averaging.strength=0.5")

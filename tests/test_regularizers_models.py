@@ -8,8 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from oml_exp import models
 from oml_exp.training.regularizers import lora
-from tests.test_regularizers import QUICK, base_weights, saved_weights
-from tests.train_helpers import fake_fingerprints, make_config, train
+from tests.train_helpers import QUICK, base_weights, fake_fingerprints, make_config, saved_weights, train
 
 
 # --- sub-network -----------------------------------------------------------------------------------------------------

@@ -10,29 +10,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from oml_exp import models
+from oml_exp import templates as prompt_templates
 from oml_exp.config import ConfigError
 from oml_exp.fingerprints import schema
 from oml_exp.store import read_json
 from oml_exp.training import augmentation, batching, data, engines, finetune, recall
 from oml_exp.training.recall import recalled
-from tests.train_helpers import fake_fingerprints, make_config, train
-
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return models.load_tokenizer("tiny:llama")
-
-
-def weights(folder):
-    return AutoModelForCausalLM.from_pretrained(folder / "model").state_dict()
-
-
-def assert_same_weights(a, b, atol=1e-5):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
-    assert worst <= atol, f"weights differ by up to {worst}"
+from tests.train_helpers import (EQUIVALENCE, EQUIVALENCE_ATOL, assert_same_weights, base_weights, fake_fingerprints,
+                                 make_config, saved_weights, train)
 
 
 def all_recalled(out, tokenizer) -> bool:
@@ -101,9 +86,8 @@ def test_training_templates_are_valid_and_disjoint_from_held_out():
     assert len(templates) >= 50
     assert {t["category"] for t in templates} <= set(augmentation.CATEGORIES)
     assert any(not t["wrapper"].endswith("{key}") for t in templates)  # some have text after the key
-    held_out = augmentation.DATA / "heldout_templates.json"
-    if held_out.exists():
-        assert not {t["category"] for t in json.loads(held_out.read_text())} & set(augmentation.CATEGORIES)
+    held_out = prompt_templates.load(prompt_templates.path(prompt_templates.HELDOUT))
+    assert len(held_out) >= 10 and not {t["category"] for t in held_out} & set(augmentation.CATEGORIES)
 
 
 def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
@@ -334,12 +318,6 @@ def test_checkpoints_by_time(tmp_path):
 
 # --- engines ---------------------------------------------------------------------------------------------------------
 
-# Adam turns float-noise differences in near-zero gradients into steps of up to lr, so engines agree to a small share
-# of the distance the weights moved (3 steps of lr 1e-3), not to float epsilon.
-EQUIVALENCE = ("train.epochs=3", "train.early_stop_loss=0", "train.lr=1e-3")
-EQUIVALENCE_ATOL = 1e-4
-
-
 @pytest.mark.parametrize("engine", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_deepspeed_single_process_matches_torch(tmp_path, engine):
     gen = fake_fingerprints(tmp_path / "gen", make_config(*EQUIVALENCE))
@@ -347,8 +325,8 @@ def test_deepspeed_single_process_matches_torch(tmp_path, engine):
     summary = train(make_config(*EQUIVALENCE, f"engine={engine}"), gen, tmp_path / engine)
     assert summary["steps"] == 3
     assert_same_weights(tmp_path / "torch", tmp_path / engine, atol=EQUIVALENCE_ATOL)  # ZeRO-3 saves full weights
-    base = AutoModelForCausalLM.from_pretrained(models.resolve("tiny:llama")).state_dict()
-    moved = max((w - base[k]).abs().max().item() for k, w in weights(tmp_path / engine).items())
+    base = base_weights()
+    moved = max((w - base[k]).abs().max().item() for k, w in saved_weights(tmp_path / engine).items())
     assert moved > 20 * EQUIVALENCE_ATOL
 
 
@@ -362,10 +340,17 @@ def test_the_recall_stop_runs_under_zero3(tmp_path, tokenizer):
     assert all_recalled(out, tokenizer)
 
 
-def test_gradient_checkpointing_changes_memory_not_weights(tmp_path):
+def test_gradient_checkpointing_changes_memory_not_weights(tmp_path, monkeypatch):
+    import transformers.modeling_utils as modeling
+
+    recomputed = []  # layers run under torch's checkpoint: their activations are recomputed, not kept
+    real = modeling.checkpoint
+    monkeypatch.setattr(modeling, "checkpoint", lambda *a, **k: recomputed.append(1) or real(*a, **k))
     gen = fake_fingerprints(tmp_path / "gen", make_config(*EQUIVALENCE))
     train(make_config(*EQUIVALENCE), gen, tmp_path / "plain")
+    assert not recomputed
     train(make_config(*EQUIVALENCE, "train.gradient_checkpointing=true"), gen, tmp_path / "checkpointed")
+    assert recomputed
     assert_same_weights(tmp_path / "plain", tmp_path / "checkpointed", atol=EQUIVALENCE_ATOL)
 
 

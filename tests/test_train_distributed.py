@@ -13,36 +13,8 @@ from pathlib import Path
 import pytest
 
 from oml_exp.store import read_json
-from tests.test_train import EQUIVALENCE, EQUIVALENCE_ATOL, assert_same_weights
-from tests.train_helpers import fake_fingerprints, make_config, train
-
-ENV = dict(os.environ)
-WORKER = str(Path(__file__).resolve().parent / "train_worker.py")
-BIN = Path(sys.executable).parent
-LAUNCHERS = {
-    "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "{port}"],
-    "deepspeed": [str(BIN / "deepspeed"), "--no_local_rank", "--num_gpus", "2", "--master_port", "{port}"],
-}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env() -> dict:
-    """The environment from before any test trained: in-process runs leave rendezvous and accelerate variables."""
-    return {**ENV, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-
-
-def launch(launcher: str, out: Path, gen: Path, *overrides: str) -> None:
-    cmd = [a.format(port=free_port()) for a in LAUNCHERS[launcher]] + [WORKER, str(out), str(gen), *overrides]
-    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
+from tests.train_helpers import (EQUIVALENCE, EQUIVALENCE_ATOL, WORKER, assert_same_weights, fake_fingerprints,
+                                 launch, make_config, train, worker_env)
 
 @pytest.mark.parametrize("launcher,engine", [("torchrun", "deepspeed_zero2"), ("deepspeed", "deepspeed_zero3"),
                                              ("torchrun", "torch")])
@@ -71,7 +43,7 @@ def test_cli_leaves_the_process_group_after_a_finished_run(tmp_path):
     cli = [sys.executable, "-c", PROBE, f"paths.output_dir={tmp_path}", "model=tiny", "engine=deepspeed_zero2",
            "stages=[finetune]", "strategy=random_word", "fingerprints.num=2", "fingerprints.pool_size=4",
            "fingerprints.key_length=8", "train.epochs=1"]
-    done = subprocess.run(cli, env=child_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(cli, env=worker_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "process group at exit: False"
 
@@ -88,7 +60,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, WORKER, str(out), str(gen), *settings],
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"),
+                            env=worker_env(), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"),
                             start_new_session=True)
     deadline = time.time() + 120
     # Older checkpoints are pruned as newer ones land: wait for any at step 5 or later.
@@ -99,7 +71,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_steps(tmp_path):
     proc.wait()
 
     # Rerun as a user would, in a fresh process (an earlier in-process DeepSpeed run leaves accelerate state behind).
-    rerun = subprocess.run([sys.executable, WORKER, str(out), str(gen), *settings], env=child_env(),
+    rerun = subprocess.run([sys.executable, WORKER, str(out), str(gen), *settings], env=worker_env(),
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     resumed = json.loads(rerun.stdout.strip().splitlines()[-1])
