@@ -7,6 +7,7 @@ the key and the fix. Config groups whose members take different keys (`strategy`
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -390,7 +391,11 @@ class CheckConfig:
 
 @dataclass
 class EvalConfig:
-    name: str = "local"  # the suite: local, tinybenchmarks or openllm (oml_exp/evaluation/tasks.py)
+    """The defaults here are eval=local's; each file of conf/eval/ names its suite and sets what differs."""
+
+    # The suite's planner: a function of oml_exp/evaluation/tasks.py (local, tinybenchmarks, openllm).
+    _target_: str = MISSING
+    name: str = MISSING  # the suite's name in summaries and task names
     # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
     # For the Hub suites null = the Hub datasets.
     pack: Optional[str] = "auto"
@@ -405,10 +410,19 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
-        _require(self.name in ("local", "tinybenchmarks", "openllm"),
-                 f"eval.name={self.name!r}: choose eval=local, eval=tinybenchmarks or eval=openllm")
+        _require(_resolves(self._target_), f"eval._target_={self._target_!r} is not a suite planner; "
+                                           "choose eval=local, eval=tinybenchmarks or eval=openllm")
         _require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
         _require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
+
+
+def _resolves(target: str) -> bool:
+    """Whether `target` names a callable, checked quietly (hydra.utils.get_method would log a multi-line error)."""
+    module, _, name = target.rpartition(".")
+    try:
+        return callable(getattr(importlib.import_module(module), name))
+    except (ImportError, AttributeError, ValueError):  # ValueError: no module part at all
+        return False
 
 
 @dataclass
