@@ -9,6 +9,7 @@ Adding a strategy (or another component) is one module with its class and one YA
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,18 +38,22 @@ def component_class(node: DictConfig, where: str) -> type:
     target = node.get(TARGET) if isinstance(node, DictConfig) else None
     if not target:
         raise ConfigError(f"{where} names no class (_target_); pick one of the files in conf/{where.split('.')[0]}/")
-    return locate(str(target), where)
+    found = locate(str(target), where)
+    if not dataclasses.is_dataclass(found):
+        raise ConfigError(f"{where}._target_={target!r} is not a component class (a dataclass of its parameters)")
+    return found
 
 
-def locate(target: str, where: str) -> type:
-    """The class `target` ("package.module.Class") names, imported now so that a typo fails before any stage."""
+def locate(target: str, where: str, fix: str = "check the module path"):
+    """The class or function `target` ("package.module.Name") names, imported now so that a typo fails before any
+    stage runs."""
     module, _, name = target.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):  # ValueError: no module part at all
         found = None
-    if not isinstance(found, type):
-        raise ConfigError(f"{where}._target_={target!r} is not an importable class; check the module path")
+    if not callable(found):
+        raise ConfigError(f"{where}._target_={target!r} names nothing importable; {fix}")
     return found
 
 

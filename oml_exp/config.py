@@ -180,7 +180,11 @@ class CheckConfig:
 
 @dataclass
 class EvalConfig:
-    name: str = "local"  # the suite: local, tinybenchmarks or openllm (oml_exp/evaluation/tasks.py)
+    """The defaults here are eval=local's; each file of conf/eval/ names its suite and sets what differs."""
+
+    # The suite's planner: a function of oml_exp/evaluation/tasks.py (local, tinybenchmarks, openllm).
+    _target_: str = MISSING
+    name: str = MISSING  # the suite's name in summaries and task names
     # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
     # For the Hub suites null = the Hub datasets.
     pack: Optional[str] = "auto"
@@ -195,8 +199,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
-        require(self.name in ("local", "tinybenchmarks", "openllm"),
-                 f"eval.name={self.name!r}: choose eval=local, eval=tinybenchmarks or eval=openllm")
+        components.locate(self._target_, "eval", "choose eval=local, eval=tinybenchmarks or eval=openllm")
         require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
         require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
 
@@ -215,7 +218,7 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         require(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name!r}")
-        components.locate(self._target_, "logger")
+        components.locate(self._target_, "logger", "choose logger=none or logger=wandb")
         require(self.mode in ("offline", "online", "disabled"),
                  f"logger.mode must be offline, online or disabled, got {self.mode!r}")
         require(self.name != "wandb" or self.mode != "online" or bool(os.environ.get("WANDB_API_KEY")),

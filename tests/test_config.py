@@ -52,7 +52,7 @@ def test_bad_values_name_the_key(make_cfg, override, key):
 @pytest.mark.parametrize("override, message", [
     ("strategy.thresold=0.9", "strategy.thresold is not a parameter of Perinucleus; its parameters: name, batch_size"),
     ("strategy.threshold=abc", "strategy.threshold: Value 'abc' of type 'str' could not be converted to Float"),
-    ("strategy._target_=no.such.Strategy", "strategy._target_='no.such.Strategy' is not an importable class"),
+    ("strategy._target_=no.such.Strategy", "strategy._target_='no.such.Strategy' names nothing importable"),
     ("regularizer.averaging.strength=0.5", "regularizer.averaging is set but that regularizer is not picked"),
 ])
 def test_component_keys_are_checked_by_their_class(make_cfg, override, message):

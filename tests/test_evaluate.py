@@ -114,14 +114,15 @@ def test_hub_suites_fail_at_once_offline_naming_the_local_alternative(tiny, tmp_
 @pytest.fixture
 def short_generations(monkeypatch):
     """GSM8K answers of 4 tokens: the random tiny model would otherwise write the full 256 for every item."""
-    build = tasks.task_config
+    build = tasks.build
 
     def short(*args):
-        cfg = build(*args)
-        if "generation_kwargs" in cfg:
-            cfg["generation_kwargs"] = {**cfg["generation_kwargs"], "max_gen_toks": 4}
-        return cfg
-    monkeypatch.setattr(tasks, "task_config", short)
+        built = build(*args)
+        for task in built.values():
+            if task.get_config("output_type") == "generate_until":
+                task.set_config(key="generation_kwargs", value={"max_gen_toks": 4}, update=True)
+        return built
+    monkeypatch.setattr(tasks, "build", short)
 
 
 @pytest.mark.parametrize("suite, shots", [("tinybenchmarks", 1), ("openllm", 2)])
@@ -137,16 +138,40 @@ def test_hub_suites_build_and_score_on_local_files_of_the_same_schemas(tiny, tmp
         assert any("plain mean" in n for n in summary["notes"])
 
 
-def test_task_configs_keep_upstream_prompts_and_swap_in_local_data():
-    plan = tasks.Plan("openllm", [], PACK, [])
-    cfg = tasks.task_config(plan, tasks.SUITES["openllm"]["hellaswag"], 10)
-    assert cfg["doc_to_text"] == "{{query}}" and callable(cfg["process_docs"])  # upstream prompt and helper
-    assert cfg["dataset_path"] == "json" and cfg["num_fewshot"] == 10
-    assert cfg["dataset_kwargs"]["data_files"] == {"validation": str(PACK / "hellaswag" / "test.jsonl"),
-                                                   "train": str(PACK / "hellaswag" / "fewshot.jsonl")}
-    assert [m["metric"] for m in cfg["metric_list"]] == ["acc_norm"]
-    tiny = tasks.task_config(tasks.Plan("tinybenchmarks", [], PACK, []), tasks.SUITES["tinybenchmarks"]["tinyArc"], 25)
-    assert tiny["metric_list"][0]["aggregation"] == "mean"  # no tinyBenchmarks package needed for local files
+def test_pack_tasks_are_built_by_lm_evals_task_manager_from_upstream_files():
+    plan = tasks.Plan("openllm", [tasks.OPENLLM["hellaswag"]], PACK, [])
+    task = tasks.build(plan, 10)["hellaswag"]
+    source = Path(task.config.metadata["config_source"])  # the task file lm-eval's TaskManager indexed and loaded
+    assert source.name == "hellaswag.yaml" and source.parent.name.startswith("oml_lm_eval_")
+    upstream = tasks.read_upstream(tasks.OPENLLM["hellaswag"])
+    assert task.config.doc_to_text == upstream["doc_to_text"] == "{{query}}"  # upstream prompt and helper
+    assert callable(task.config.process_docs)
+    assert task.config.dataset_path == "json" and task.config.num_fewshot == 10
+    assert task.config.dataset_kwargs["data_files"] == {"validation": str(PACK / "hellaswag" / "test.jsonl"),
+                                                       "train": str(PACK / "hellaswag" / "fewshot.jsonl")}
+    assert len(task.eval_docs) == len((PACK / "hellaswag" / "test.jsonl").read_text().splitlines())
+    assert [m["metric"] for m in task.config.metric_list] == ["acc_norm"]
+    tiny = tasks.build(tasks.Plan("tinybenchmarks", [tasks.TINYBENCHMARKS["tinyWinogrande"]], PACK, []), 5)
+    # No tinyBenchmarks package needed for local files: the plain mean, upstream helpers still in place.
+    assert tiny["tinyWinogrande"].config.metric_list[0]["aggregation"] == "mean"
+    assert callable(tiny["tinyWinogrande"].config.doc_to_text)
+
+
+def test_unknown_task_fails_with_one_line_naming_the_known_ones(make_cfg):
+    cfg = make_cfg(f"eval.pack={PACK}", "eval.tasks=[hellaswag,helloswag]")
+    with pytest.raises(tasks.EvalError) as err:
+        tasks.plan(cfg.eval)
+    assert "\n" not in str(err.value) and "eval.tasks: ['helloswag'] not in suite 'local'" in str(err.value)
+    assert "arc_easy" in str(err.value)  # the known tasks, to pick from
+
+
+def test_the_suite_is_its_target_not_its_name(make_cfg):
+    cfg = make_cfg("eval=openllm", "eval.name=local", f"eval.pack={PACK}")
+    plan = tasks.plan(cfg.eval)
+    assert [s.name for s in plan.specs] == list(tasks.OPENLLM) and plan.specs[0].fewshot == 25
+    cfg = make_cfg("eval=local", "eval._target_=oml_exp.evaluation.tasks.tinybenchmarks", "eval.tasks=[tinyArc]",
+                   f"eval.pack={PACK}")
+    assert tasks.plan(cfg.eval).specs == [tasks.TINYBENCHMARKS["tinyArc"]]
 
 
 def test_eval_key_follows_pack_content(tmp_path, make_cfg):
@@ -160,8 +185,8 @@ def test_eval_key_follows_pack_content(tmp_path, make_cfg):
     assert evaluate.key(cfg) != before
 
 
-@pytest.mark.parametrize("override, word", [("eval.name=helm", "eval.name"), ("eval.limit=0", "eval.limit"),
-                                            ("eval.bootstrap=5", "eval.bootstrap")])
+@pytest.mark.parametrize("override, word", [("eval._target_=oml_exp.evaluation.tasks.helm", "eval._target_"),
+                                            ("eval.limit=0", "eval.limit"), ("eval.bootstrap=5", "eval.bootstrap")])
 def test_bad_eval_settings_name_the_key(make_cfg, override, word):
     with pytest.raises(ConfigError, match=word):
         validate(make_cfg(override))

@@ -15,12 +15,13 @@ def score(model, tokenizer, plan: tasks.Plan, eval_cfg) -> dict:
     from lm_eval.tasks import TaskManager
 
     tasks.check(plan, eval_cfg.num_fewshot)
-    specs = {spec: tasks.task_config(plan, spec, plan.fewshot(spec, eval_cfg.num_fewshot)) for spec in plan.specs}
+    built = tasks.build(plan, eval_cfg.num_fewshot)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
-    results = simple_evaluate(model=lm, tasks=list(specs.values()), limit=eval_cfg.limit, bootstrap_iters=0,
+    # The tasks are built: an empty manager only passes them through (a default one would index all of lm-eval's).
+    results = simple_evaluate(model=lm, tasks=list(built.values()), limit=eval_cfg.limit, bootstrap_iters=0,
                               log_samples=True, task_manager=TaskManager(include_defaults=False), verbosity="WARNING")
-    return {spec.name: _task_scores(results, cfg["task"], spec, plan) for spec, cfg in specs.items()}
+    return {spec.name: _task_scores(results, tasks.task_name(plan, spec), spec, plan) for spec in plan.specs}
 
 
 def _task_scores(results: dict, task: str, spec: tasks.TaskSpec, plan: tasks.Plan) -> dict:

@@ -1,9 +1,11 @@
-"""Which lm-eval tasks an eval config runs, built as task dicts from lm-eval's own task files.
+"""Which lm-eval tasks an eval config runs, and those tasks built by lm-eval's own task loading.
 
-Each suite (`eval.name`) names tasks by an lm-eval task file, a pack folder, the metric that counts and a few-shot
-default. A task dict is that upstream file (includes merged, `!function` helpers imported from beside it) with the
-few-shot count, the one metric and, when a pack is used, the data source swapped for local JSONL files in the same
-Hugging Face schema. Building from the upstream files keeps prompts and scoring identical to a stock lm-eval run.
+A suite is a planner function here, named by its config file's `_target_` (conf/eval/*.yaml): it picks the task
+specs of `eval.tasks` (an lm-eval task file, a pack folder, the metric that counts and a few-shot default) and the
+data, and returns a Plan. Each task of a plan becomes a task file in a temporary folder that includes the upstream
+file and overrides the task name, the few-shot count, the one metric and, when a pack is used, the data source (the
+pack's JSONL files in the same Hugging Face schema); lm-eval's TaskManager loads that folder (`include_path`), so
+prompts, helpers and scoring are those of a stock lm-eval run.
 
 Suites:
   local           zero-shot tasks on a local pack (the default; ../shared/benchmarks is such a pack)
@@ -19,9 +21,10 @@ import importlib.util
 import json
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
@@ -50,39 +53,33 @@ def _suite(*specs: TaskSpec) -> dict[str, TaskSpec]:
     return {s.name: s for s in specs}
 
 
-SUITES = {
-    "local": _suite(
-        TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag", "acc_norm"),
-        TaskSpec("arc_easy", "arc/arc_easy.yaml", "arc_easy", "acc"),
-        TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge", "acc_norm"),
-        TaskSpec("piqa", "piqa/piqa.yaml", "piqa", "acc_norm"),
-        TaskSpec("winogrande", "winogrande/default.yaml", "winogrande", "acc"),
-        TaskSpec("mmlu", "mmlu/default/_default_template_yaml", "mmlu", "acc"),
-        TaskSpec("truthfulqa_mc1", "truthfulqa/truthfulqa_mc1.yaml", "truthfulqa", "acc"),
-        TaskSpec("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa", "acc"),
-        TaskSpec("gsm8k", "gsm8k/gsm8k.yaml", "gsm8k", "exact_match", fewshot=5, filter="strict-match"),
-    ),
-    "tinybenchmarks": _suite(
-        TaskSpec("tinyArc", "tinyBenchmarks/tinyArc.yaml", "arc_challenge", "acc_norm", fewshot=25),
-        TaskSpec("tinyHellaswag", "tinyBenchmarks/tinyHellaswag.yaml", "hellaswag", "acc_norm", fewshot=10),
-        TaskSpec("tinyMMLU", "tinyBenchmarks/tinyMMLU.yaml", "mmlu", "acc_norm",
-                 extra_fields=(("input_formatted", str),)),
-        TaskSpec("tinyWinogrande", "tinyBenchmarks/tinyWinogrande.yaml", "winogrande", "acc_norm", fewshot=5),
-        TaskSpec("tinyTruthfulQA", "tinyBenchmarks/tinyTruthfulQA_mc2.yaml", "truthfulqa", "acc"),
-        TaskSpec("tinyGSM8k", "tinyBenchmarks/tinyGSM8k.yaml", "gsm8k", "exact_match", fewshot=5,
-                 filter="strict-match"),
-    ),
-    "openllm": _suite(
-        TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge", "acc_norm", fewshot=25),
-        TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag", "acc_norm", fewshot=10),
-        TaskSpec("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa", "acc"),
-        TaskSpec("mmlu", "mmlu/default/_default_template_yaml", "mmlu", "acc", fewshot=5),
-        TaskSpec("winogrande", "winogrande/default.yaml", "winogrande", "acc", fewshot=5),
-        TaskSpec("gsm8k", "gsm8k/gsm8k.yaml", "gsm8k", "exact_match", fewshot=5, filter="strict-match"),
-    ),
-}
-# Suites whose data lives on the Hugging Face Hub unless eval.pack points at local files.
-HUB_SUITES = ("tinybenchmarks", "openllm")
+LOCAL = _suite(
+    TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag", "acc_norm"),
+    TaskSpec("arc_easy", "arc/arc_easy.yaml", "arc_easy", "acc"),
+    TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge", "acc_norm"),
+    TaskSpec("piqa", "piqa/piqa.yaml", "piqa", "acc_norm"),
+    TaskSpec("winogrande", "winogrande/default.yaml", "winogrande", "acc"),
+    TaskSpec("mmlu", "mmlu/default/_default_template_yaml", "mmlu", "acc"),
+    TaskSpec("truthfulqa_mc1", "truthfulqa/truthfulqa_mc1.yaml", "truthfulqa", "acc"),
+    TaskSpec("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa", "acc"),
+    TaskSpec("gsm8k", "gsm8k/gsm8k.yaml", "gsm8k", "exact_match", fewshot=5, filter="strict-match"),
+)
+TINYBENCHMARKS = _suite(
+    TaskSpec("tinyArc", "tinyBenchmarks/tinyArc.yaml", "arc_challenge", "acc_norm", fewshot=25),
+    TaskSpec("tinyHellaswag", "tinyBenchmarks/tinyHellaswag.yaml", "hellaswag", "acc_norm", fewshot=10),
+    TaskSpec("tinyMMLU", "tinyBenchmarks/tinyMMLU.yaml", "mmlu", "acc_norm", extra_fields=(("input_formatted", str),)),
+    TaskSpec("tinyWinogrande", "tinyBenchmarks/tinyWinogrande.yaml", "winogrande", "acc_norm", fewshot=5),
+    TaskSpec("tinyTruthfulQA", "tinyBenchmarks/tinyTruthfulQA_mc2.yaml", "truthfulqa", "acc"),
+    TaskSpec("tinyGSM8k", "tinyBenchmarks/tinyGSM8k.yaml", "gsm8k", "exact_match", fewshot=5, filter="strict-match"),
+)
+OPENLLM = _suite(
+    TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge", "acc_norm", fewshot=25),
+    TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag", "acc_norm", fewshot=10),
+    TaskSpec("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa", "acc"),
+    TaskSpec("mmlu", "mmlu/default/_default_template_yaml", "mmlu", "acc", fewshot=5),
+    TaskSpec("winogrande", "winogrande/default.yaml", "winogrande", "acc", fewshot=5),
+    TaskSpec("gsm8k", "gsm8k/gsm8k.yaml", "gsm8k", "exact_match", fewshot=5, filter="strict-match"),
+)
 
 # The fields (and types) each pack folder's items need: those of the Hugging Face dataset lm-eval loads.
 SCHEMAS = {
@@ -98,7 +95,7 @@ SCHEMAS = {
 
 def lm_eval_tasks() -> Path:
     spec = importlib.util.find_spec("lm_eval")
-    return Path(spec.submodule_search_locations[0]) / "tasks"
+    return Path(spec.submodule_search_locations[0]).resolve() / "tasks"  # resolved, as lm-eval resolves task files
 
 
 @dataclass
@@ -117,21 +114,47 @@ class Plan:
 
 
 def plan(eval_cfg) -> Plan:
-    if eval_cfg.name not in SUITES:
-        raise EvalError(f"eval.name={eval_cfg.name!r} is not a suite; choose from {list(SUITES)}")
-    suite = SUITES[eval_cfg.name]
-    unknown = [t for t in eval_cfg.tasks if t not in suite]
-    if unknown:
-        raise EvalError(f"eval.tasks: {unknown} not in suite {eval_cfg.name!r}; known: {list(suite)}")
-    specs = [suite[t] for t in eval_cfg.tasks]
-    if eval_cfg.name in HUB_SUITES and eval_cfg.pack is None:
-        irt = eval_cfg.name == "tinybenchmarks" and eval_cfg.limit is None and irt_available()
-        return Plan(eval_cfg.name, specs, None, [], irt)
+    """The plan of the suite `eval._target_` names (one of the three below)."""
+    from hydra.utils import get_method
+
+    return get_method(eval_cfg._target_)(eval_cfg)
+
+
+def local(eval_cfg) -> Plan:
+    """eval=local: the tasks on a local pack; no pack found = drift only."""
+    return _on_pack(eval_cfg, LOCAL)
+
+
+def openllm(eval_cfg) -> Plan:
+    """eval=openllm: the Hub datasets, or a pack of the same schemas."""
+    return _on_hub_or_pack(eval_cfg, OPENLLM, irt=False)
+
+
+def tinybenchmarks(eval_cfg) -> Plan:
+    """eval=tinybenchmarks: the Hub's curated items (IRT estimate when possible), or a pack of the same schemas."""
+    return _on_hub_or_pack(eval_cfg, TINYBENCHMARKS, irt=eval_cfg.limit is None and irt_available())
+
+
+def _on_hub_or_pack(eval_cfg, suite: dict[str, TaskSpec], irt: bool) -> Plan:
+    if eval_cfg.pack is None:
+        return Plan(eval_cfg.name, _specs(eval_cfg, suite), None, [], irt)
+    return _on_pack(eval_cfg, suite)
+
+
+def _on_pack(eval_cfg, suite: dict[str, TaskSpec]) -> Plan:
+    specs = _specs(eval_cfg, suite)
     pack, looked = find_pack(eval_cfg.pack)
     if pack is None:
         return Plan(eval_cfg.name, [], None, [f"no benchmark pack found (looked in {', '.join(looked)}): utility "
                                               "not measured, drift only; set eval.pack=FOLDER or $OML_BENCHMARKS"])
     return Plan(eval_cfg.name, specs, pack, [])
+
+
+def _specs(eval_cfg, suite: dict[str, TaskSpec]) -> list[TaskSpec]:
+    unknown = [t for t in eval_cfg.tasks if t not in suite]
+    if unknown:
+        raise EvalError(f"eval.tasks: {unknown} not in suite {eval_cfg.name!r}; known: {list(suite)}")
+    return [suite[t] for t in eval_cfg.tasks]
 
 
 def check(plan_: Plan, num_fewshot: Optional[int]) -> None:
@@ -203,44 +226,98 @@ def _type_names(t) -> str:
     return " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
 
 
-def task_config(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict:
-    """The lm-eval task dict for one task: the upstream file, our few-shot count and metric, local data if a pack."""
-    cfg = load_upstream(lm_eval_tasks() / spec.upstream)
-    for grouping in ("tag", "group", "task_alias"):
-        cfg.pop(grouping, None)
-    cfg["task"] = f"oml_{plan_.suite}_{spec.name}"
-    cfg["num_fewshot"] = fewshot
-    cfg["metric_list"] = [_metric(m, plan_.irt) for m in cfg["metric_list"] if m["metric"] == spec.metric]
+def build(plan_: Plan, num_fewshot: Optional[int]) -> dict:
+    """lm-eval's Task objects for the plan, by task name: each task's file is written into a temporary folder that
+    lm-eval's TaskManager loads (reading the data as it builds each task, so the folder can go afterwards)."""
+    from lm_eval.tasks import TaskManager
+
+    with tempfile.TemporaryDirectory(prefix="oml_lm_eval_") as folder:
+        for spec in plan_.specs:
+            cfg = task_file(plan_, spec, plan_.fewshot(spec, num_fewshot))
+            (Path(folder) / f"{spec.name}.yaml").write_text(yaml.dump(cfg, Dumper=_Dumper, sort_keys=False))
+        loaded = TaskManager(include_path=folder, include_defaults=False).load(
+            [task_name(plan_, spec) for spec in plan_.specs])["tasks"]
+    return {spec.name: loaded[task_name(plan_, spec)] for spec in plan_.specs}
+
+
+def task_name(plan_: Plan, spec: TaskSpec) -> str:
+    return f"oml_{plan_.suite}_{spec.name}"
+
+
+def task_file(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict:
+    """One task's file: the upstream file included, with our task name, few-shot count and metric, and the pack's
+    files as its data when a pack is used."""
+    upstream = read_upstream(spec)
+    metrics = [m for m in upstream["metric_list"] if m["metric"] == spec.metric]
+    cfg = {"task": task_name(plan_, spec), "num_fewshot": fewshot, "metric_list": metrics}
     if plan_.pack is not None:
-        _use_local_files(cfg, files(plan_, spec, fewshot))
-    return resolve_functions(cfg)
+        cfg.update(_local_data(upstream, files(plan_, spec, fewshot)))
+    if plan_.irt or not any(_import_path(m.get("aggregation")) for m in metrics):
+        return {"include": str(lm_eval_tasks() / spec.upstream), **_with_import_paths(cfg)}
+    # tinyBenchmarks' IRT aggregation, where the plan has no IRT estimate: the plain mean. lm-eval imports every
+    # helper a task file names as it reads the file, and that one needs a package that may be absent, so the file is
+    # written out whole (lm-eval's own reading of it, helpers by import path) instead of being included.
+    cfg["metric_list"] = [{**m, "aggregation": "mean"} for m in metrics]
+    return _with_import_paths({**upstream, **cfg})
 
 
-def _metric(entry: dict, irt: bool) -> dict:
-    """tinyBenchmarks' IRT aggregation where the plan allows it; the plain mean otherwise."""
-    if isinstance(entry.get("aggregation"), FunctionRef) and not irt:
-        return {**entry, "aggregation": "mean"}
-    return entry
+def read_upstream(spec: TaskSpec) -> dict:
+    """The upstream task file as lm-eval reads it, includes merged and `!function` helpers left unimported."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(lm_eval_tasks() / spec.upstream, resolve_func=False)
+
+
+def _local_data(upstream: dict, paths: dict[str, Path]) -> dict:
+    split = upstream.get("test_split") or upstream.get("validation_split")
+    data_files = {split: str(paths["test"])}
+    shots = None
+    if "fewshot" in paths:
+        shots = upstream.get("fewshot_split") or upstream.get("training_split") or "train"
+        data_files[shots] = str(paths["fewshot"])
+    # Splits the pack does not provide must be unset, or lm-eval would look for them (or draw shots from the test set).
+    return {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": data_files},
+            "test_split": split, "validation_split": None, "training_split": None, "fewshot_split": shots}
 
 
 def irt_available() -> bool:
     return importlib.util.find_spec(IRT_PACKAGE) is not None
 
 
-def _use_local_files(cfg: dict, paths: dict[str, Path]) -> None:
-    split = cfg.get("test_split") or cfg.get("validation_split")
-    data_files = {split: str(paths["test"])}
-    shots = None
-    if "fewshot" in paths:
-        shots = cfg.get("fewshot_split") or cfg.get("training_split") or "train"
-        data_files[shots] = str(paths["fewshot"])
-    # Splits the pack does not provide must be unset, or lm-eval would look for them (or draw shots from the test set).
-    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": data_files}, test_split=split,
-               validation_split=None, training_split=None, fewshot_split=shots)
+class _Helper(str):
+    """A `!function` helper by import path, written into a task file as lm-eval's own task files name one."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Helper, lambda dumper, value: dumper.represent_scalar("!function", value))
+
+
+def _import_path(value) -> Optional[str]:
+    """A helper as lm-eval's unresolved reading gives it ("<its task folder>/<module>.<name>"), by import path
+    ("lm_eval.tasks.<task folder>.<module>.<name>"), which lm-eval resolves from any folder; None for other values."""
+    prefix = f"{lm_eval_tasks()}{os.sep}"
+    if not isinstance(value, str) or not value.startswith(prefix):
+        return None
+    module, _, name = value[len(prefix):].rpartition(".")
+    if not (lm_eval_tasks() / f"{module.replace('.', os.sep)}.py").is_file():
+        return None
+    return f"lm_eval.tasks.{module.replace(os.sep, '.')}.{name}"
+
+
+def _with_import_paths(value):
+    if isinstance(value, dict):
+        return {k: _with_import_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_import_paths(v) for v in value]
+    path = _import_path(value)
+    return value if path is None else _Helper(path)
 
 
 def hub_datasets(plan_: Plan) -> list[str]:
-    return sorted({load_upstream(lm_eval_tasks() / s.upstream)["dataset_path"] for s in plan_.specs})
+    return sorted({read_upstream(s)["dataset_path"] for s in plan_.specs})
 
 
 def require_hub(plan_: Plan) -> None:
@@ -268,53 +345,3 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return True
     except OSError:
         return False
-
-
-# --- reading lm-eval's task files without importing every helper they name -------------------------------------
-
-
-@dataclass(frozen=True)
-class FunctionRef:
-    """A `!function module.name` reference, imported only when used (tinyBenchmarks' aggregations need a package
-    that may be absent)."""
-
-    folder: Path
-    qualname: str
-
-    def load(self) -> Any:
-        module_name, _, attr = self.qualname.rpartition(".")
-        path = self.folder / f"{module_name.replace('.', '/')}.py"
-        spec = importlib.util.spec_from_file_location(f"oml_lm_eval_{self.folder.name}_{module_name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return getattr(module, attr)
-
-
-def load_upstream(path: Path) -> dict:
-    """A task file with its `include`s merged (the including file wins), as lm-eval reads it."""
-    path = Path(path)
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_constructor("!function", lambda loader, node: FunctionRef(path.parent, loader.construct_scalar(node)))
-    cfg = yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader plus one tag
-    merged: dict = {}
-    for include in _as_list(cfg.pop("include", [])):
-        merged.update(load_upstream(path.parent / include))
-    merged.update(cfg)
-    return merged
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def resolve_functions(value):
-    if isinstance(value, FunctionRef):
-        return value.load()
-    if isinstance(value, dict):
-        return {k: resolve_functions(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_functions(v) for v in value]
-    return value
