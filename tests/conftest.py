@@ -72,6 +72,16 @@ def make_cfg(tmp_path):
     return lambda *overrides: compose_config(list(overrides), tmp_path)
 
 
+@pytest.fixture
+def tiny_cfg(make_cfg):
+    """A checked config for the tiny model on the CPU, with these overrides."""
+    def build(*overrides):
+        cfg = make_cfg("model=tiny", "device=cpu", *overrides)
+        config.validate(cfg)
+        return cfg
+    return build
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The tiny model's tokenizer (no weights)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import stat
 
@@ -10,7 +11,7 @@ import torch
 
 import oml_exp.checking as checking
 from oml_exp.checking import scoring
-from oml_exp.config import ConfigError, validate
+from oml_exp.config import ConfigError
 from oml_exp.fingerprints import prompts
 from oml_exp.pipeline import Inputs
 from tests.check_helpers import fabricate, greedy_response, perturbed_copy, save
@@ -60,12 +61,8 @@ def test_rows_with_responses_of_different_lengths_score_as_they_would_alone(tiny
 
 
 @pytest.fixture
-def check_cfg(make_cfg):
-    def build(*overrides):
-        cfg = make_cfg("model=tiny", "device=cpu", "check.samples=2", "check.fp_sampling=[ordinary]", *overrides)
-        validate(cfg)
-        return cfg
-    return build
+def check_cfg(tiny_cfg):
+    return functools.partial(tiny_cfg, "check.samples=2", "check.fp_sampling=[ordinary]")
 
 
 def test_stage_reports_rates_per_variant_and_keeps_keys_out_of_the_summary(tiny, tmp_path, check_cfg):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -20,13 +21,8 @@ FIXTURES = PACK.parent
 
 
 @pytest.fixture
-def eval_cfg(make_cfg):
-    def build(*overrides):
-        cfg = make_cfg("model=tiny", "device=cpu", "eval.drift_texts=3", "eval.drift_tokens=6", "eval.bootstrap=200",
-                       *overrides)
-        validate(cfg)
-        return cfg
-    return build
+def eval_cfg(tiny_cfg):
+    return functools.partial(tiny_cfg, "eval.drift_texts=3", "eval.drift_tokens=6", "eval.bootstrap=200")
 
 
 def run_stage(cfg, inputs, folder: Path) -> dict:

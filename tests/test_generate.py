@@ -13,7 +13,7 @@ import torch
 from oml_exp import config, pipeline
 from oml_exp.fingerprints import chain_hash, english, generate, perinucleus, prompts, random_word, schema
 from oml_exp.fingerprints.common import batches, encode, round_trips
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SMOLLM2
 
 TINY = ["model=tiny", "fingerprints.num=6", "fingerprints.key_length=8", "strategy.batch_size=4"]
 WRITER = "strategy.english.writer=tiny:llama"  # the random tiny model writes fast, if not well
@@ -323,3 +323,27 @@ def test_english_response_window_follows_the_reference_rule(tiny):
     # A text shorter than offset + length gives its last window.
     assert tokenizer.decode(english.window(tokenizer, " ".join(words[:5]), 10, 2)) == f" {words[3]} {words[4]}"
     assert english.window(tokenizer, "!!!", 10, 1) is None
+
+
+# --- the embedded SmolLM2 (slow) -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chat", [False, True])
+def test_perinucleus_responses_lie_outside_smollm2s_nucleus(make_cfg, tmp_path, smollm2, chat):
+    model, tokenizer = smollm2
+    rows, _, _ = gen(make_cfg, tmp_path, f"model.path={SMOLLM2}", "fingerprints.key_length=16", "fingerprints.num=4",
+                     f"fingerprints.chat_template={chat}")
+    assert len(rows) == 4 and all(len(r["key_ids"]) == 16 for r in rows)
+    assert_outside_nucleus(rows, model, tokenizer, chat)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random_word", "english", "english_random_responses", "chain_hash",
+                                      "instructional", "custom"])
+def test_every_strategy_writes_a_valid_file_for_smollm2(make_cfg, tmp_path, smollm2, strategy):
+    _, tokenizer = smollm2
+    extra = [f"strategy.keys_file={write_json(tmp_path / 'keys.json', KEYS)}"] if strategy == "custom" else []
+    rows, _, _ = gen(make_cfg, tmp_path, f"model.path={SMOLLM2}", f"strategy={strategy}", "fingerprints.num=4",
+                     *extra)
+    assert len(rows) == 4
+    schema.check(rows, strategy, tokenizer)
