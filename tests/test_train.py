@@ -82,7 +82,7 @@ def test_chat_template_wraps_the_key_ids(tokenizer):
 
 def test_training_templates_are_valid_and_disjoint_from_held_out():
     cfg = make_config("augmentation=templates")
-    templates = augmentation.load(cfg)
+    templates = augmentation.load(cfg.augmentation)
     assert len(templates) >= 50
     assert {t["category"] for t in templates} <= set(augmentation.CATEGORIES)
     assert any(not t["wrapper"].endswith("{key}") for t in templates)  # some have text after the key
@@ -95,7 +95,7 @@ def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
     items, _ = data.pairs([{"key_ids": [5, 6], "response_ids": [9]}] * 40, key_length=2, eos_id=None)
 
     def draws(epoch):
-        dataset = data.FingerprintDataset(tokenizer, items, False, augmentation.load(cfg), 0.8, seed=1)
+        dataset = data.FingerprintDataset(tokenizer, items, False, augmentation.load(cfg.augmentation), 0.8, seed=1)
         dataset.set_epoch(epoch)
         return [dataset.frame_index(i) for i in range(len(items))]
 
@@ -109,7 +109,7 @@ def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
 def test_step_buckets_keep_each_steps_fingerprints_and_pad_less(tokenizer):
     cfg = make_config("augmentation=templates")
     items, _ = data.pairs([{"key_ids": [5, i], "response_ids": [9]} for i in range(64)], key_length=2, eos_id=None)
-    dataset = data.FingerprintDataset(tokenizer, items, False, augmentation.load(cfg), 0.8, seed=1)
+    dataset = data.FingerprintDataset(tokenizer, items, False, augmentation.load(cfg.augmentation), 0.8, seed=1)
     dataset.set_epoch(3)
     sampler = data.StepBuckets(dataset, per_step=16, seed=1)
     order = list(sampler)
@@ -133,7 +133,7 @@ def test_templates_with_a_foreign_category_are_refused(tmp_path):
     bad = tmp_path / "t.json"
     bad.write_text(json.dumps([{"category": "email_thread", "system": "s", "wrapper": "{key}"}]))
     with pytest.raises(ConfigError, match="category"):
-        augmentation.load(make_config("augmentation=templates", f"augmentation.templates={bad}"))
+        augmentation.load(make_config("augmentation=templates", f"augmentation.templates={bad}").augmentation)
 
 
 # --- the recipe and the stage folder ---------------------------------------------------------------------------------
@@ -357,11 +357,11 @@ def test_gradient_checkpointing_changes_memory_not_weights(tmp_path, monkeypatch
 def test_engines_that_cannot_run_here_fail_at_start_naming_the_fix():
     cpu = torch.device("cpu")
     with pytest.raises(ConfigError, match="model.dtype=auto"):
-        engines.check(make_config("model.dtype=fp16"), cpu, torch.float16)
+        engines.check(make_config("model.dtype=fp16").engine, cpu, torch.float16)
     nvme = make_config("engine=deepspeed_zero3_offload", "+engine.deepspeed.zero_optimization.offload_param.nvme_path=/x",
                        "engine.deepspeed.zero_optimization.offload_param.device=nvme")
     with pytest.raises(ConfigError, match="engine=deepspeed_zero3_offload"):
-        engines.check(nvme, cpu, torch.float32)
+        engines.check(nvme.engine, cpu, torch.float32)
 
 
 # --- resume ----------------------------------------------------------------------------------------------------------

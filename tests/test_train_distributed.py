@@ -29,6 +29,18 @@ def test_two_processes_match_one(tmp_path, launcher, engine):
     assert_same_weights(tmp_path / "one", tmp_path / "two", atol=EQUIVALENCE_ATOL)
 
 
+def test_two_processes_stop_on_recall_at_the_same_step(tmp_path):
+    # Every rank checks the whole set and they take the lowest count: a rank stopping alone would leave the other
+    # waiting in the next step's all-reduce (a hang, here a timeout).
+    settings = ("train.stop_recall=1.0", "train.recall_every=1", "train.early_stop_loss=0",
+                "train.fingerprints_per_step=4", "train.lr=3e-2")
+    gen = fake_fingerprints(tmp_path / "gen", make_config(*settings))
+    ranks = launch("torchrun", tmp_path / "two", gen, *settings)
+    assert len(ranks) == 2 and {r["steps"] for r in ranks} == {ranks[0]["steps"]}
+    assert all(r["stopped_on"] == "recall" and r["recall"] == 1.0 for r in ranks)
+    assert ranks[0]["steps"] < 30 * ranks[0]["steps_per_epoch"]
+
+
 # Registered before oml-exp runs, so it runs after everything the run left for exit time (atexit is last in, first out).
 PROBE = """import atexit, sys
 import torch.distributed as dist

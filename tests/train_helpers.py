@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -91,9 +92,12 @@ def worker_env(accelerator: str = "cpu") -> dict:
     return {**ENV, "OMP_NUM_THREADS": "1", **({"DS_ACCELERATOR": "cpu"} if accelerator == "cpu" else {})}
 
 
-def launch(launcher: str, out: Path, gen: Path, *overrides: str, processes: int = 2, accelerator: str = "cpu") -> None:
-    """`processes` ranks of train_worker.py under torchrun or the deepspeed launcher, training into `out`."""
+def launch(launcher: str, out: Path, gen: Path, *overrides: str, processes: int = 2, accelerator: str = "cpu"
+           ) -> list[dict]:
+    """`processes` ranks of train_worker.py under torchrun or the deepspeed launcher, training into `out`; each
+    rank's finetune summary."""
     cmd = [a.format(port=free_port(), n=processes) for a in LAUNCHERS[launcher]] + [WORKER, str(out), str(gen),
                                                                                      *overrides]
     done = subprocess.run(cmd, env=worker_env(accelerator), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]

@@ -17,15 +17,15 @@ CATEGORIES = ("persona", "style", "task_framing", "formatting", "politeness", "r
               "context_suffix")
 
 
-def path(cfg: DictConfig) -> Path:
-    return templates.path(cfg.augmentation.templates)
+def path(augmentation: DictConfig) -> Path:
+    return templates.path(augmentation.templates)
 
 
-def load(cfg: DictConfig) -> list[dict] | None:
+def load(augmentation: DictConfig) -> list[dict] | None:
     """The training templates, checked; None when augmentation is off."""
-    if cfg.augmentation.fraction == 0:
+    if augmentation.fraction == 0:
         return None
-    file = path(cfg)
+    file = path(augmentation)
     try:
         rows = templates.load(file)
     except templates.TemplateError as err:

@@ -17,19 +17,18 @@ from oml_exp.config import ConfigError
 from oml_exp import distributed
 
 
-def deepspeed_config(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dict | None:
+def deepspeed_config(engine: DictConfig, device: torch.device, dtype: torch.dtype) -> dict | None:
     """The DeepSpeed config for the Trainer, or None for engine=torch; raises ConfigError naming the fix."""
-    check(cfg, device, dtype)
-    if cfg.engine.deepspeed is None:
+    check(engine, device, dtype)
+    if engine.deepspeed is None:
         return None
     if device.type == "cpu":
         _cpu_deepspeed()
     distributed.single_process_env()
-    return OmegaConf.to_container(cfg.engine.deepspeed, resolve=True)
+    return OmegaConf.to_container(engine.deepspeed, resolve=True)
 
 
-def check(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> None:
-    engine = cfg.engine
+def check(engine: DictConfig, device: torch.device, dtype: torch.dtype) -> None:
     if dtype == torch.float16 and device.type == "cpu":
         raise ConfigError("model.dtype=fp16 cannot train on CPU; use model.dtype=auto (fp32 on CPU)")
     if engine.deepspeed is None:

@@ -43,7 +43,7 @@ CHECKPOINTING_ARG = next(name for name in ("activation_checkpointing", "gradient
 
 
 def key(cfg: DictConfig) -> dict:
-    templates = augmentation.path(cfg)
+    templates = augmentation.path(cfg.augmentation)
     return {
         "train": {k: v for k, v in _plain(cfg.train).items() if k not in NOT_IN_MODEL},
         "engine": _plain(cfg.engine),
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
     """Train into `out`; `callbacks` (extra TrainerCallbacks) let benchmarks watch the run."""
     out = Path(out)
     device, dtype = models.pick_device(cfg.device), _dtype(cfg)
-    ds = engines.deepspeed_config(cfg, device, dtype)
+    ds = engines.deepspeed_config(cfg.engine, device, dtype)
     # Mixed precision keeps fp32 master weights: load fp32, compute in bf16 (the Trainer's autocast or DeepSpeed).
     model, tokenizer = models.load(inputs.model, cfg.device, "float32")
     regs = regularizers.build(cfg.regularizer, model, tokenizer, cfg.seed)  # adapts the model (subnetwork, lora)
@@ -104,7 +104,7 @@ def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.Fingerp
     if truncated:
         print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length={fp.key_length}"
               " tokens and were truncated to it")
-    dataset = data.FingerprintDataset(tokenizer, items, fp.chat_template, augmentation.load(cfg),
+    dataset = data.FingerprintDataset(tokenizer, items, fp.chat_template, augmentation.load(cfg.augmentation),
                                       cfg.augmentation.fraction, cfg.seed, cfg.augmentation.chat_mix)
     return dataset, truncated
 
