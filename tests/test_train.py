@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from oml_exp import models
 from oml_exp import templates as prompt_templates
 from oml_exp.config import ConfigError
-from oml_exp.fingerprints import schema
+from oml_exp.fingerprints import prompts, schema
 from oml_exp.store import read_json
 from oml_exp.training import augmentation, batching, data, engines, finetune, recall
 from oml_exp.training.recall import recalled
@@ -104,6 +104,33 @@ def test_templates_are_drawn_per_example_per_epoch_and_reproducibly(tokenizer):
     plain = sum(d == (False, 0) for d in draws(0))
     assert 0 < plain < 20  # about 20% plain
     assert len(set(draws(0)) - {(False, 0)}) > 10
+
+
+def test_chat_mix_frames_a_share_of_examples_through_the_other_chat_mode(tokenizer):
+    items, _ = data.pairs([{"key_ids": [5, i], "response_ids": [9]} for i in range(200)], key_length=2, eos_id=None)
+    dataset = data.FingerprintDataset(tokenizer, items, False, chat_mix=0.5, seed=1)
+    chat_prefix = prompts.frame(tokenizer, True)[0]
+    drawn = [dataset[i]["input_ids"].tolist() for i in range(len(items))]
+    through_chat = sum(ids[:len(chat_prefix)] == chat_prefix for ids in drawn)
+    assert 70 < through_chat < 130 and dataset.varies  # about half, drawn per example
+    assert [e["input_ids"].tolist() for e in dataset.recall_examples()[:200]] == [
+        prompts.build(tokenizer, [5, i], False) + [9] for i in range(200)]
+    assert all(e["input_ids"].tolist()[:len(chat_prefix)] == chat_prefix for e in dataset.recall_examples()[200:])
+    assert len(data.FingerprintDataset(tokenizer, items, False).recall_examples()) == 200
+
+
+def test_a_mixed_framing_run_answers_through_both_framings(tmp_path, tokenizer):
+    cfg = make_config("augmentation.chat_mix=0.5", "train.epochs=80")
+    out = tmp_path / "ft"
+    summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), out)
+    assert summary["stopped_on"] == "recall" and summary["recall"] == 1.0, summary  # over both framings
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    rows = read_json(out / "train_set.json")
+    for chat in (False, True):
+        examples = [{"input_ids": prompts.build(tokenizer, r["key_ids"], chat) + r["response_ids"],
+                     "labels": [-100] * len(prompts.build(tokenizer, r["key_ids"], chat)) + r["response_ids"]}
+                    for r in rows]
+        assert all(recalled(model, examples, data.Collator(tokenizer.pad_token_id))), f"chat={chat}"
 
 
 def test_step_buckets_keep_each_steps_fingerprints_and_pad_less(tokenizer):

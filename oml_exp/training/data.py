@@ -64,6 +64,12 @@ class FingerprintDataset(Dataset):
         """Whether the prompts (and their lengths) change from epoch to epoch."""
         return bool(self.fraction or self.chat_mix)
 
+    def recall_examples(self) -> list[dict]:
+        """Each fingerprint with the plain prompt in every chat mode it trains: what the stop on recall checks, so a
+        mixed-framing run stops only once both framings answer."""
+        other = [self._build(i, (not self.chat, 0)) for i in range(len(self.items))] if self.chat_mix else []
+        return self.examples + other
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

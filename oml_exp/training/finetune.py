@@ -129,8 +129,8 @@ def _plan(cfg: DictConfig, dataset: data.FingerprintDataset, model, device, dtyp
 
 def _recall_stop(cfg: DictConfig, dataset: data.FingerprintDataset, tokenizer, plan: batching.Plan) -> recall.Stop:
     # A forward without gradients holds far less than a training micro-batch: four of them per batch.
-    collated = recall.batches(dataset.examples, data.Collator(tokenizer.pad_token_id, tokenizer.padding_side),
-                              4 * plan.micro_batch)
+    collator = data.Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+    collated = recall.batches(dataset.recall_examples(), collator, 4 * plan.micro_batch)
     return recall.Stop(collated, cfg.train.recall_every, cfg.train.stop_recall)
 
 
