@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from oml_exp import config, pipeline
+from oml_exp import components, config, pipeline, preflight
 from oml_exp.fingerprints import chain_hash, english, generate, perinucleus, prompts, random_word, schema
 from oml_exp.fingerprints.common import batches, encode, round_trips
 from tests.conftest import ROOT, SMOLLM2
@@ -297,7 +297,7 @@ def test_bad_strategy_values_name_the_key(make_cfg, tmp_path):
                           ("strategy.batch_tokens=0", "strategy.batch_tokens"),
                           (f"fingerprints.file={tmp_path / 'missing.json'}", "fingerprints.file")]:
         with pytest.raises(config.ConfigError, match=key):
-            config.validate(make_cfg(*TINY, override))
+            preflight.check_config(components.expanded(make_cfg(*TINY, override)))
     with pytest.raises(config.ConfigError, match="strategy.keys_file"):
         gen(make_cfg, tmp_path, "strategy=custom")
 
