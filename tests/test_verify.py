@@ -26,7 +26,7 @@ from oml_exp.config import ConfigError
 from oml_exp.fingerprints.common import round_trips
 from oml_exp.pipeline import Inputs
 from oml_exp.verification import evidence, ledger
-from oml_exp.verification.remote import VerifyError
+from oml_exp.verification.remote import Answer, VerifyError
 from tests.check_helpers import fabricate, greedy_response, perturbed_copy, save
 from tests.conftest import ROOT, subprocess_env
 
@@ -298,6 +298,14 @@ def test_preflight_names_what_verify_lacks(tiny, tiny_cfg, tmp_path, override, m
                        "verify.url=http://127.0.0.1:8000/v1", "verify.model=m", override.format(fp=fingerprints))
         preflight.check(components.expanded(cfg))
     assert not (tmp_path / "ledger").exists()
+
+
+def test_answers_match_the_response_text_normalized_the_same_way():
+    expected = {i: evidence.normalize(text) for i, text in enumerate([" Paris", "caf\u00e9", "\n", "a  b", "x"])}
+    answers = {0: Answer("Paris", "length"), 1: Answer("cafe\u0301", "length"), 2: Answer("\n", "length"),
+               3: Answer("a b\n", "length"), 4: Answer("y", "length")}
+    assert evidence.matched(answers, expected, eos=False) == [0, 1, 3]  # a blank response never matches
+    assert evidence.matched({0: Answer(" Paris", "length"), 4: Answer("x", "stop")}, expected, eos=True) == [4]
 
 
 def test_pick_takes_the_next_unspent_and_spent_ones_only_when_forced(tmp_path):
