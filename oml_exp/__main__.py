@@ -17,11 +17,12 @@ from oml_exp.fingerprints.schema import FingerprintFileError
 from oml_exp.manifest import DamagedEntryError
 from oml_exp.models import ModelError
 from oml_exp.store import WriteError
+from oml_exp.verification.remote import VerifyError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Mistakes in the config or the inputs: reported as one line naming the problem and the fix, without a stack trace.
 USER_ERRORS = (config.ConfigError, ModelError, FingerprintFileError, EvalError, TemplateError, OmegaConfBaseException,
-               DamagedEntryError, WriteError)
+               DamagedEntryError, WriteError, VerifyError)
 
 config.register()
 runs.register()

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -19,7 +20,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from oml_exp import components
 from oml_exp.errors import ConfigError, require, require_file  # noqa: F401 - ConfigError is imported from here
 
-STAGES = ("generate", "finetune", "check", "evaluate", "report")
+STAGES = ("generate", "finetune", "check", "evaluate", "verify", "report")
+# What a run does unless `stages` says otherwise; verify asks a remote model and runs only when named.
+DEFAULT_STAGES = ("generate", "finetune", "check", "evaluate", "report")
 DEFAULT_NUM = 16  # fingerprints generated when fingerprints.num is null
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -69,9 +72,9 @@ def stages_to_run(cfg: DictConfig) -> list[str]:
     """The requested stages in pipeline order; generate joins whenever a later stage needs fingerprints, and report
     (the run folder's summary) whenever a stage measures something."""
     wanted = set(cfg.stages)
-    if wanted & {"finetune", "check"}:
+    if wanted & {"finetune", "check", "verify"}:
         wanted.add("generate")
-    if wanted & {"check", "evaluate"}:
+    if wanted & {"check", "evaluate", "verify"}:
         wanted.add("report")
     return [s for s in STAGES if s in wanted]
 
@@ -226,9 +229,48 @@ class LoggerConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Asking a deployed model for fingerprints over an OpenAI-compatible API (oml_exp/verification, docs/verify.md).
+    The API key is read from the environment variable `api_key_env`, never from the config."""
+
+    url: Optional[str] = None  # the API's base URL, e.g. http://127.0.0.1:8000/v1
+    model: Optional[str] = None  # the name the server serves the model under (its /v1/models lists it)
+    api_key_env: str = "OPENAI_API_KEY"
+    num: int = 16  # fingerprints to send: the next ones the ledger shows unspent
+    force_spent: bool = False  # when too few are unspent, send spent ones again (a model may have learned them since)
+    concurrency: int = 4  # requests in flight at once
+    timeout: float = 60.0  # seconds per request
+    retries: int = 2  # further tries of a request that timed out, failed to connect or got a 408/429/5xx
+    temperature: float = 0.0  # 0 = greedy; above 0 each answer is sampled once
+    seed: Optional[int] = None  # sent with sampled requests when set
+    # Models never fingerprinted with these keys whose greedy hits over the whole pool give the chance rate:
+    # "base" (model.path) or specs with model.path's tokenizer.
+    false_positive_models: list = field(default_factory=lambda: ["base"])
+
+    def __post_init__(self) -> None:
+        for name in ("num", "concurrency"):
+            require(getattr(self, name) >= 1, f"verify.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.timeout > 0, f"verify.timeout must be > 0 seconds, got {self.timeout}")
+        require(self.retries >= 0, f"verify.retries must be >= 0, got {self.retries}")
+        require(self.temperature >= 0, f"verify.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        require(len(self.false_positive_models) >= 1,
+                "verify.false_positive_models is empty: the p-value needs a chance rate; give [base] or model specs")
+        require(self.url is None or _http_url(self.url),
+                f"verify.url={self.url!r} is not an http(s) URL; give the API's base URL, e.g. "
+                "verify.url=http://127.0.0.1:8000/v1")
+
+
+def _http_url(url: str) -> bool:
+    parts = urlparse(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@dataclass
 class PathsConfig:
     output_dir: str = "outputs"
     store: str = "${paths.output_dir}/stages"
+    # Which fingerprints were shown to which endpoint (verify); beside the store, since store entries never change.
+    ledger: str = "${paths.output_dir}/ledger"
 
 
 @dataclass
@@ -244,8 +286,9 @@ class Config:
     fingerprints: FingerprintsConfig = field(default_factory=FingerprintsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    stages: list = field(default_factory=lambda: list(STAGES))
+    stages: list = field(default_factory=lambda: list(DEFAULT_STAGES))
     seed: int = 0
     device: str = "auto"
     force: bool = False

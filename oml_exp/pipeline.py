@@ -22,7 +22,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from oml_exp import checking, components, manifest, models, preflight, provenance
+from oml_exp import checking, components, manifest, models, preflight, provenance, verification
 from oml_exp.evaluation import evaluate
 from oml_exp.fingerprints import generate
 from oml_exp.reporting import report
@@ -31,7 +31,8 @@ from oml_exp.config import stages_to_run
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
 
-# The stages, in order; `report` (the run folder's summary) is the pipeline's own last step.
+# The stages kept in the store, in order; `verify` (oml_exp/verification) writes to the run folder, and `report` (the
+# run folder's summary) is the pipeline's own last step.
 MODULES = {"generate": generate, "finetune": finetune, "check": checking, "evaluate": evaluate}
 SUMMARY = "summary.json"
 RECORD = "stage.json"
@@ -130,6 +131,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 inputs.base_eval = results["evaluate_base"].folder
                 inputs.upstream = {"finetune": results["finetune"].folder, "evaluate_base": inputs.base_eval}
                 results["evaluate"] = run_stage(stage, cfg, inputs, results)
+            continue
+        if stage == "verify":
+            # Its answer comes from a remote model: it writes to the run folder, never to the store.
+            start = time.time()
+            summary = verification.run(cfg, inputs, run_dir)
+            results[stage] = StageResult(stage, run_dir, summary, False, time.time() - start)
             continue
         if stage == "check":
             inputs.upstream = {s: results[s].folder for s in ("generate", "finetune") if s in results}

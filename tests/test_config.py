@@ -15,7 +15,7 @@ def test_default_config_composes_and_validates(make_cfg):
     typed = config.validate(cfg)
     assert typed.model.path == "embedded:smollm2-135m-instruct"
     assert components.build(cfg.strategy, "strategy").name == "perinucleus"
-    assert list(typed.stages) == list(config.STAGES)
+    assert list(typed.stages) == list(config.DEFAULT_STAGES)
 
 
 def test_every_config_file_composes(make_cfg):

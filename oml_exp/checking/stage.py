@@ -40,8 +40,7 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
     variants, notes = templates.variants(list(cfg.check.templates), list(cfg.check.chat),
                                          cfg.fingerprints.chat_template, tokenizer.chat_template is not None,
                                          templates.files(cfg.augmentation.templates), cfg.check.max_templates)
-    responses = [fp["response_ids"] + ([tokenizer.eos_token_id] if cfg.fingerprints.eos else []) for fp in fingerprints]
-    checker = Checker(cfg, tokenizer, fingerprints, responses)
+    checker = Checker(cfg, tokenizer, fingerprints, response_ids(fingerprints, tokenizer, cfg.fingerprints.eos))
 
     greedy = checker.greedy(model, variants, "checked")
     summary = {"model": inputs.model, "fingerprints": len(fingerprints), "chat_template": variants[0].chat,
@@ -59,6 +58,11 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
     write_jsonl(out / RESULTS, results, secret=True)
     print(table(summary))
     return summary
+
+
+def response_ids(fingerprints: list[dict], tokenizer, eos: bool) -> list[list[int]]:
+    """The ids a model must answer with: the response, and EOS after it when training appended it."""
+    return [fp["response_ids"] + ([tokenizer.eos_token_id] if eos else []) for fp in fingerprints]
 
 
 class Checker:

@@ -80,6 +80,9 @@ def headline(results: dict) -> dict:
     finetune = results.get("finetune")
     if finetune is not None:
         out["train_steps"] = finetune.summary.get("steps")
+    verify = results.get("verify")
+    if verify is not None:
+        out["verify"] = {k: verify.summary[k] for k in ("endpoint", "model", "matched", "sent", "p_value")}
     return out
 
 
@@ -109,6 +112,10 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
         lo, hi = h["mean"].get("retention_ci") or (math.nan, math.nan)
         rows.append(("mean retention", f"{h['mean']['retention']:.3f} [{lo:.3f}, {hi:.3f}] over {len(h['tasks'])} "
                                        "tasks (paired bootstrap)"))
+    if h.get("verify"):
+        v = h["verify"]
+        rows.append(("ownership (verify)", f"{v['matched']}/{v['sent']} fingerprints matched at {v['endpoint']} "
+                                           f"({v['model']}), p = {v['p_value']:.3g}"))
     for note in h.get("notes") or []:
         rows.append(("note", note))
     rows.append(("stages", ", ".join(f"{n}{' (cached)' if s['skipped'] else ''}"
