@@ -131,3 +131,24 @@ def test_no_key_in_wandb_files_or_logs(swept):
         assert not any(s.encode() in data for s in secrets), f"{path} holds a fingerprint key"
     for log in swept["logs"]:
         assert not any(s in log for s in secrets), "a key was printed"
+
+
+def test_the_capacity_sweep_runs_six_jobs_each_count_with_its_eval_items(tmp_path):
+    """`-cn capacity_cpu` lists its jobs (Hydra's --info would not): 3 counts x 2 regularizers, and each count's
+    fingerprints.num and eval.limit come from its file in sweeps/capacity_count/, not from an inherited axis."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    conf = f"hydra.searchpath=[file://{ROOT / 'conf'}]"  # what the CLI's own config path adds
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        params = OmegaConf.to_container(compose("capacity_cpu", overrides=[conf], return_hydra_config=True)
+                                        .hydra.sweeper.params)
+        assert {k: str(v).split(",") for k, v in params.items() if k != "model"} == {
+            "strategy": ["perinucleus"], "regularizer": ["none", "averaging"],
+            "capacity_count": ["n1024", "n256", "n64"], "seed": ["0"]}
+        for count, limit in (("n1024", None), ("n256", 200), ("n64", 200)):
+            cfg = compose("capacity_cpu", overrides=[conf, f"capacity_count={count}", f"paths.output_dir={tmp_path}"])
+            assert (cfg.fingerprints.num, cfg.eval.limit) == (int(count[1:]), limit)
+            assert cfg.fingerprints.pool_size == 1024 and list(cfg.check.chat) == [True]
