@@ -9,7 +9,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from oml_exp.reporting.__main__ import main as report_main
-from oml_exp.reporting.plots import PANELS, plot_system_prompts, plot_tradeoff
+from oml_exp.reporting.plots import PANELS, plot_capacity, plot_system_prompts, plot_tradeoff
 from oml_exp.reporting.sweep import CSV
 from oml_exp.reporting.sweep import run as sweep_report
 from oml_exp.reporting.table import collect, series_columns
@@ -140,6 +140,23 @@ def test_plots_show_what_the_csv_says(sweep, tmp_path):
     assert checked == 4 * 4  # 4 panels (success, held-out, retention, drift) x 4 series
     assert files["tradeoff"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "system_prompts" not in files, "no augmentation axis here: no system-prompt table"
+
+
+def test_the_capacity_plot_draws_retention_with_its_interval_per_regularizer(tmp_path):
+    rows = [{"fingerprints": n, "regularizer": reg, "success_rate": 1.0, "heldout_success": 0.2, "chat_success": 0.0,
+             "mean_retention": r, "mean_retention_lo": r - 0.03, "mean_retention_hi": r + 0.02, "drift_top1": 0.86,
+             "train_steps": n // 8} for n, r in ((64, 1.01), (1024, 0.99)) for reg in ("averaging", "none")]
+    csv = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    fig = plot_capacity(csv, tmp_path / "capacity.png")
+    retention = [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]
+    assert [c.get_label() for c in retention] == ["none", "averaging"]  # the baseline first
+    segments = retention[0].lines[2][0].get_segments()
+    assert [y for seg in segments for y in (seg[0][1], seg[1][1])] == pytest.approx([0.98, 1.03, 0.96, 1.01])
+    assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_count = pd.DataFrame([r for r in rows if r["fingerprints"] == 64])
+    one_count.to_csv(csv, index=False)
+    assert plot_capacity(csv, tmp_path / "none.png") is None
 
 
 def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):

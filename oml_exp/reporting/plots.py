@@ -104,3 +104,49 @@ def _save(fig: plt.Figure, out: Path) -> plt.Figure:
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return fig
+
+
+# (column, label) of the success rates on the capacity plot's first panel.
+SUCCESS = [("success_rate", "plain key"), ("heldout_success", "held-out templates"),
+           ("chat_success", "through the chat template")]
+
+
+def plot_capacity(csv: Path, out: Path) -> Optional[plt.Figure]:
+    """What a fingerprint count costs, one line per regularizer: success by framing, mean retention with its paired
+    95% interval, drift and optimizer steps against the count. None unless the runs span several counts and carry the
+    retention interval (utility measured)."""
+    table = pd.read_csv(csv)
+    needed = {"mean_retention_lo", "mean_retention_hi", "train_steps", "drift_top1"}
+    if table["fingerprints"].nunique() < 2 or not needed <= set(table.columns):
+        return None
+    regularizers = sorted(table["regularizer"].unique(), key=lambda r: (r != "none", r))  # the baseline first
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for reg, style in zip(regularizers, ("-", "--", ":", "-.")):
+        rows = table[table["regularizer"] == reg].sort_values("fingerprints")
+        x = rows["fingerprints"]
+        for (col, label), color in zip(SUCCESS, ("C0", "C1", "C2")):
+            if col in rows and rows[col].notna().any():
+                axes[0].plot(x, 100 * rows[col], style, marker="o", color=color, label=f"{label} ({reg})")
+        err = [rows["mean_retention"] - rows["mean_retention_lo"], rows["mean_retention_hi"] - rows["mean_retention"]]
+        axes[1].errorbar(x, rows["mean_retention"], yerr=err, fmt=style, marker="o", capsize=3, label=reg)
+        axes[2].plot(x, rows["drift_top1"], style, marker="o", label=reg)
+        axes[3].plot(x, rows["train_steps"], style, marker="o", label=reg)
+    axes[1].axhline(1.0, color="grey", lw=0.8)
+    titles = [("success (%)", (0, 105)), ("mean retention, 95% interval", None),
+              ("top-1 agreement with base", (0, 1.02)), ("optimizer steps", None)]
+    for ax, (label, limits) in zip(axes, titles):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.set_xticks(sorted(table["fingerprints"].unique()))
+        ax.set_xlabel("fingerprints")
+        ax.set_ylabel(label)
+        if limits:
+            ax.set_ylim(*limits)
+        ax.grid(alpha=0.3)
+    axes[3].set_ylim(bottom=0)
+    axes[0].legend(fontsize=7, loc="center right")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return fig

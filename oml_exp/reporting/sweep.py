@@ -16,6 +16,7 @@ CSV = "runs.csv"
 MARKDOWN = "report.md"
 TRADEOFF_PNG = "tradeoff.png"
 SYSTEM_PROMPTS_PNG = "system_prompts.png"
+CAPACITY_PNG = "capacity.png"
 
 
 def run(root: Path, out: Optional[Path] = None, logger=NoLogger()) -> dict[str, Path]:
@@ -29,7 +30,8 @@ def run(root: Path, out: Optional[Path] = None, logger=NoLogger()) -> dict[str, 
     runs.to_csv(files["csv"], index=False)
     write_text(files["markdown"], markdown.markdown(files["csv"], f"Sweep report: {root.resolve().name}"))
     for kind, name, plot in [("tradeoff", TRADEOFF_PNG, plots.plot_tradeoff),
-                             ("system_prompts", SYSTEM_PROMPTS_PNG, plots.plot_system_prompts)]:
+                             ("system_prompts", SYSTEM_PROMPTS_PNG, plots.plot_system_prompts),
+                             ("capacity", CAPACITY_PNG, plots.plot_capacity)]:
         if plot(files["csv"], out / name) is not None:
             files[kind] = out / name
     written = pd.read_csv(files["csv"])  # the logger too gets what the CSV says, as the plots and the Markdown do
