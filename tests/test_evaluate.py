@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import time
 from pathlib import Path
 
 import pytest
 
 from oml_exp.config import ConfigError, validate
-from oml_exp.evaluation import drift, evaluate, tasks
+from oml_exp.evaluation import drift, evaluate, stats, tasks
 from oml_exp.pipeline import Inputs
 from oml_exp.store import read_json
 from tests.check_helpers import perturbed_copy
@@ -49,6 +50,10 @@ def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, ev
     assert piqa["base"] == pytest.approx(base["tasks"]["piqa"]["score"])
     assert piqa["ci_low"] <= piqa["retention"] <= piqa["ci_high"] or piqa["base"] == 0
     assert 0 <= piqa["mcnemar_p"] <= 1
+    lo, hi = tuned["mean"]["retention_ci"]  # the mean over tasks, with its own paired interval
+    arc = tuned["tasks"]["arc_easy"]
+    assert tuned["mean"]["retention"] == pytest.approx((piqa["retention"] + arc["retention"]) / 2)
+    assert lo <= hi
     assert not (tmp_path / "tuned" / evaluate.DRIFT_TEXTS).exists()  # the base's texts are written once, there
     d = tuned["drift"]
     assert d["tokens"] == sum(len(r["ids"]) - r["start"] for r in read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS))
@@ -195,3 +200,17 @@ def test_drift_prompts_are_disjoint_from_benign_training_text():
     for path in [p for p in data.iterdir() if "benign" in p.name]:
         text = path.read_text().lower()
         assert not [p for p in ours if p in text], f"drift prompts also appear in {path.name}"
+
+
+def test_mean_retention_bootstraps_every_task_on_the_same_draws():
+    rng = random.Random(0)
+    base = [float(rng.random() < 0.6) for _ in range(80)]
+    tuned = [b if rng.random() < 0.8 else 1 - b for b in base]
+    one = stats.retention(base, tuned, 500, seed=3)
+    alone = stats.mean_retention([(base, tuned)], 500, seed=3)  # one task: the same resamples, the same interval
+    assert (alone["retention"], alone["ci_low"], alone["ci_high"]) == pytest.approx(
+        (one["retention"], one["ci_low"], one["ci_high"]))
+    both = stats.mean_retention([(base, tuned), (base, base), ([0.0] * 5, [1.0] * 5)], 500, seed=3)
+    assert both["retention"] == pytest.approx((one["retention"] + 1.0) / 2)  # a task the base scores 0 on is left out
+    assert both["ci_low"] < both["retention"] < both["ci_high"]
+    assert both["ci_high"] - both["ci_low"] < one["ci_high"] - one["ci_low"]  # averaging with a fixed task narrows it

@@ -13,20 +13,30 @@ import numpy as np
 from scipy.stats import binomtest
 
 
-def retention(base: list[float], tuned: list[float], iterations: int, seed: int, level: float = 0.95) -> dict:
-    """Retention with a paired percentile bootstrap interval; also the score change in points."""
-    b, t = np.asarray(base, float), np.asarray(tuned, float)
-    rng = np.random.default_rng(seed)
+def resampled_ratios(b: np.ndarray, t: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """fingerprinted / base mean over `iterations` paired resamples of the items (NaN where a resample's base is 0)."""
     idx = rng.integers(0, len(b), size=(iterations, len(b)))
     b_means, t_means = b[idx].mean(1), t[idx].mean(1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(b_means > 0, t_means / b_means, np.nan)
+        return np.where(b_means > 0, t_means / b_means, np.nan)
+
+
+def interval(ratios: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap ratios (NaN when none is finite)."""
+    if not np.isfinite(ratios).any():
+        return math.nan, math.nan
     tail = (1 - level) / 2 * 100
-    lo, hi = (np.nanpercentile(ratios, [tail, 100 - tail]) if np.isfinite(ratios).any() else (math.nan, math.nan))
+    lo, hi = np.nanpercentile(ratios, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def retention(base: list[float], tuned: list[float], iterations: int, seed: int, level: float = 0.95) -> dict:
+    """Retention with a paired percentile bootstrap interval; also the score change in points."""
+    b, t = np.asarray(base, float), np.asarray(tuned, float)
+    lo, hi = interval(resampled_ratios(b, t, iterations, np.random.default_rng(seed)), level)
     return {"base": float(b.mean()), "fingerprinted": float(t.mean()),
             "retention": float(t.mean() / b.mean()) if b.mean() > 0 else math.nan,
-            "ci_low": float(lo), "ci_high": float(hi), "level": level,
-            "delta_points": float((t.mean() - b.mean()) * 100)}
+            "ci_low": lo, "ci_high": hi, "level": level, "delta_points": float((t.mean() - b.mean()) * 100)}
 
 
 def mean_retention(pairs: list[tuple[list[float], list[float]]], iterations: int, seed: int,
@@ -34,22 +44,13 @@ def mean_retention(pairs: list[tuple[list[float], list[float]]], iterations: int
     """The mean of per-task retentions with a paired bootstrap interval: each iteration resamples every task's items
     (base and fingerprinted together) and averages the tasks' ratios; tasks the base scores 0 on are left out."""
     rng = np.random.default_rng(seed)
-    ratios, points = [], []
-    for base, tuned in pairs:
-        b, t = np.asarray(base, float), np.asarray(tuned, float)
-        if b.mean() <= 0:
-            continue
-        idx = rng.integers(0, len(b), size=(iterations, len(b)))
-        b_means, t_means = b[idx].mean(1), t[idx].mean(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append(np.where(b_means > 0, t_means / b_means, np.nan))
-        points.append(t.mean() / b.mean())
-    if not points:
+    kept = [(np.asarray(b, float), np.asarray(t, float)) for b, t in pairs if np.mean(b) > 0]
+    if not kept:
         return {"retention": math.nan, "ci_low": math.nan, "ci_high": math.nan, "level": level}
-    means = np.nanmean(np.stack(ratios), axis=0)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.nanpercentile(means, [tail, 100 - tail])
-    return {"retention": float(np.mean(points)), "ci_low": float(lo), "ci_high": float(hi), "level": level}
+    means = np.nanmean(np.stack([resampled_ratios(b, t, iterations, rng) for b, t in kept]), axis=0)
+    lo, hi = interval(means, level)
+    return {"retention": float(np.mean([t.mean() / b.mean() for b, t in kept])), "ci_low": lo, "ci_high": hi,
+            "level": level}
 
 
 def mcnemar(base: list[float], tuned: list[float]) -> dict:
