@@ -52,8 +52,9 @@ def markdown(csv: Path, title: str) -> str:
                             _fmt(r["mean_retention_mean"], r["mean_retention_std"]), r["seeds"]]
                            for _, r in prompts.iterrows()])
     lines += retention_table(table)
-    per_run = [c for c in ["run", *axes, "seed", "success_rate", "heldout_success", "utility", "mean_retention",
-                           "drift_top1", "train_steps"] if c in table.columns]
+    per_run = [c for c in ["run", *axes, "seed", "success_rate", "heldout_success", "chat_success", "utility",
+                           "mean_retention", "mean_retention_lo", "mean_retention_hi", "drift_top1", "drift_kl",
+                           "train_steps", "train_seconds"] if c in table.columns]
     lines += ["", "## Runs", ""]
     lines += md_table(per_run, [[_fmt(r[c]) if isinstance(r[c], float) and c not in axes else r[c] for c in per_run]
                                 for _, r in table.iterrows()])

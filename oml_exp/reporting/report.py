@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Optional
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -63,15 +64,13 @@ def headline(results: dict) -> dict:
     if check is not None:
         out["success_rate"] = check.summary.get("success_rate")
         out["token_accuracy"] = check.summary.get("token_accuracy")
-        sets = check.summary.get("sets") or {}
-        heldout = sets.get(f"{'chat' if check.summary.get('chat_template') else 'raw'}/heldout")
-        if heldout:
-            out["heldout_success_rate"] = heldout["mean"]
-        # Mean success per framing (chat mode / template set), the trained one and any other checked.
-        out["framings"] = {name: s["mean"] for name, s in sets.items()}
-        base_fp = (check.summary.get("false_positives") or {}).get("base")
-        if base_fp:
-            out["false_positive_rate"] = base_fp["success_rate"]
+        heldout = heldout_success(check.summary)
+        if heldout is not None:
+            out["heldout_success_rate"] = heldout
+        out["framings"] = framings(check.summary)
+        base_fp = false_positive_rate(check.summary)
+        if base_fp is not None:
+            out["false_positive_rate"] = base_fp
     evaluation = results.get("evaluate") or results.get("evaluate_base")
     if evaluation is not None:
         for name in ("tasks", "drift", "mean", "notes"):
@@ -84,6 +83,20 @@ def headline(results: dict) -> dict:
     if verify is not None:
         out["verify"] = {k: verify.summary[k] for k in ("endpoint", "model", "matched", "sent", "p_value")}
     return out
+
+
+def framings(check: dict) -> dict[str, float]:
+    """Mean success per framing of a check stage's summary: chat mode / template set ("raw/plain", "chat/heldout")."""
+    return {name: s["mean"] for name, s in (check.get("sets") or {}).items()}
+
+
+def heldout_success(check: dict) -> Optional[float]:
+    """Mean success over the held-out templates, in the chat mode the fingerprints were trained in."""
+    return framings(check).get(f"{'chat' if check.get('chat_template') else 'raw'}/heldout")
+
+
+def false_positive_rate(check: dict) -> Optional[float]:
+    return ((check.get("false_positives") or {}).get("base") or {}).get("success_rate")
 
 
 def _rows(summary: dict) -> list[tuple[str, str]]:

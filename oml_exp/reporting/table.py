@@ -19,7 +19,7 @@ from typing import Optional
 import pandas as pd
 from tqdm import tqdm
 
-from oml_exp.reporting.report import experiment
+from oml_exp.reporting.report import experiment, false_positive_rate, framings, heldout_success
 
 # Axes every run has; config keys that take several values within one of their combinations (a swept learning rate,
 # an averaging strength) join them as dotted columns ("train.lr").
@@ -67,8 +67,8 @@ def row(summary: dict, run: str) -> dict:
            "fingerprints": summary["fingerprints"], "seed": cfg["seed"],
            "success_rate": head.get("success_rate"), "token_accuracy": head.get("token_accuracy"),
            "heldout_success": heldout_success(check), "false_positive_rate": false_positive_rate(check),
-           "train_steps": head.get("train_steps"), "train_seconds": _stage(summary, "finetune").get("seconds"),
-           **{f"{mode}_success": (check.get("sets") or {}).get(f"{mode}/plain", {}).get("mean") for mode in ("raw", "chat")}}
+           "raw_success": framings(check).get("raw/plain"), "chat_success": framings(check).get("chat/plain"),
+           "train_steps": head.get("train_steps"), "train_seconds": _stage(summary, "finetune").get("seconds")}
     tasks = head.get("tasks") or {}
     for task, t in tasks.items():
         # The evaluate stage names the fingerprinted score and the interval `fingerprinted`, `ci_low`, `ci_high`;
@@ -94,16 +94,6 @@ def _stage(summary: dict, name: str) -> dict:
 def _mean(values) -> Optional[float]:
     present = [v for v in values if v is not None and not math.isnan(v)]
     return sum(present) / len(present) if present else None
-
-
-def heldout_success(check: dict) -> Optional[float]:
-    """Mean success over the held-out templates, in the chat mode the fingerprints were trained in."""
-    mode = "chat" if check.get("chat_template") else "raw"
-    return ((check.get("sets") or {}).get(f"{mode}/heldout") or {}).get("mean")
-
-
-def false_positive_rate(check: dict) -> Optional[float]:
-    return ((check.get("false_positives") or {}).get("base") or {}).get("success_rate")
 
 
 def collect(root: Path) -> pd.DataFrame:
