@@ -5,7 +5,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from oml_exp import models, pipeline, provenance

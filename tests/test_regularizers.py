@@ -7,9 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
 
-from oml_exp import models
 from oml_exp.config import ConfigError
 from oml_exp.training import finetune, regularizers
 from oml_exp.training.regularizers import benign, distance
