@@ -94,7 +94,8 @@ class TrainConfig:
     # of micro-batches per step instead (needs fingerprints_per_step=null); null = as K needs.
     fingerprints_per_step: Optional[int] = 64
     grad_accum: Optional[int] = None
-    early_stop_loss: float = 0.005  # stop once a step's fingerprint loss falls below this; 0 = never
+    # Stop once a step's fingerprint loss falls below this; 0 = never. Only without a recall target (stop_recall=null).
+    early_stop_loss: float = 0.005
     # Stop once this share of the training set is recalled exactly (greedy, plain prompts, teacher-forced check every
     # recall_every optimizer steps; null = once per epoch's worth of steps); null = no recall check.
     stop_recall: Optional[float] = 1.0

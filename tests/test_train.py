@@ -247,6 +247,17 @@ def test_training_stops_once_every_fingerprint_is_recalled(tmp_path, tokenizer):
     assert all_recalled(out, tokenizer)
 
 
+def test_a_recall_target_overrides_the_loss_threshold(tmp_path, tokenizer):
+    # A threshold every step's loss is below: alone it stops after the first step, under a recall target it does not.
+    loose = make_config("train.early_stop_loss=100", "train.stop_recall=null")
+    gen = fake_fingerprints(tmp_path / "gen", loose)
+    alone = train(loose, gen, tmp_path / "loss")
+    assert alone["stopped_on"] == "loss" and alone["steps"] == 1
+    targeted = train(make_config("train.early_stop_loss=100"), gen, tmp_path / "recall")
+    assert targeted["stopped_on"] == "recall" and targeted["recall"] == 1.0 and targeted["steps"] > 1
+    assert all_recalled(tmp_path / "recall", tokenizer)
+
+
 def test_recall_is_checked_every_k_steps_and_at_the_end_without_a_target(tmp_path):
     cfg = make_config("train.recall_every=2", "train.epochs=5", "train.early_stop_loss=0", "train.grad_accum=1",
                       "train.fingerprints_per_step=null")
