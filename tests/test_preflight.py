@@ -69,7 +69,8 @@ def test_cli_refuses_bad_input_in_one_line_before_any_stage(tmp_path, override, 
     (["fingerprints.key_length=600"], config.ConfigError,
      "fingerprints.key_length=600 plus the response makes 601 tokens, more than the 512 positions of "
      "model.path='tiny:llama'"),
-    (["fingerprints.key_length=511", "fingerprints.eos=true"], config.ConfigError, "makes 513 tokens, more than the 512"),
+    (["fingerprints.key_length=511", "fingerprints.eos=true"], config.ConfigError,
+     "makes 513 tokens, more than the 512"),
     (["stages=[check]"], config.ConfigError, r"needs the owner's fingerprints: fingerprints.file=PATH"),
     (["stages=[evaluate]", "eval.tasks=[arc_easy,no_such_task]"], EvalError, "no_such_task"),
     (["stages=[evaluate]", f"eval.pack={PACK.parent / 'bad_packs' / 'wrong_schema'}", "eval.tasks=[arc_easy]"],
@@ -130,7 +131,7 @@ def test_cuda_without_a_gpu_names_the_fix(make_cfg):
 ])
 def test_a_regularizer_parameter_needs_the_regularizer_picked(make_cfg, overrides, refused):
     if refused:
-        with pytest.raises(config.ConfigError, match="is set but that regularizer is not picked; pick it: regularizer="):
+        with pytest.raises(config.ConfigError, match="is set but that regularizer is not picked; pick it: "):
             components.expanded(make_cfg(*overrides))
     else:
         components.expanded(make_cfg(*overrides))

@@ -1,6 +1,6 @@
 """Anti-forgetting regularizers: the narrow interface the finetune stage calls (docs/regularizers.md).
 
-    regs = regularizers.build(cfg.regularizer, model, tokenizer, seed)  # adapts the model in place, snapshots theta_base
+    regs = regularizers.build(cfg.regularizer, model, tokenizer, seed)  # adapts the model, snapshots theta_base
     trainer = regs.trainer(model=regs.model, data_collator=regs.collator(collator),
                            callbacks=[..., *regs.callbacks], ...)
     trainer.train(); regs.finish(trainer); save trainer.model
