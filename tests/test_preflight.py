@@ -131,7 +131,8 @@ def test_cuda_without_a_gpu_names_the_fix(make_cfg):
 ])
 def test_a_regularizer_parameter_needs_the_regularizer_picked(make_cfg, overrides, refused):
     if refused:
-        with pytest.raises(config.ConfigError, match="is set but that regularizer is not picked; pick it: "):
+        refused = "is set but that regularizer is not picked; pick it: regularizer="
+        with pytest.raises(config.ConfigError, match=refused):
             components.expanded(make_cfg(*overrides))
     else:
         components.expanded(make_cfg(*overrides))
