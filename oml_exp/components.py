@@ -21,16 +21,17 @@ TARGET = "_target_"
 
 
 def expanded(cfg: DictConfig) -> DictConfig:
-    """A copy of the run config with each component typed in full (the strategy, each picked regularizer), so
-    stages, store keys and the saved config see every parameter, defaults included."""
+    """A copy of the run config with each component typed in full (the strategy, each picked regularizer and
+    attack), so stages, store keys and the saved config see every parameter, defaults included."""
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.strategy = typed(cfg.strategy, "strategy")
-        for name, node in (cfg.regularizer or {}).items():
-            if not (isinstance(node, DictConfig) and TARGET in node):
-                raise ConfigError(f"regularizer.{name} is set but that regularizer is not picked; pick it: "
-                                  f"regularizer={name} (several: regularizer=[averaging,{name}])")
-            cfg.regularizer[name] = typed(node, f"regularizer.{name}")
+        for group, other in (("regularizer", "averaging"), ("attack", "sft")):
+            for name, node in (cfg.get(group) or {}).items():
+                if not (isinstance(node, DictConfig) and TARGET in node):
+                    raise ConfigError(f"{group}.{name} is set but that {group} is not picked; pick it: "
+                                      f"{group}={name} (several: {group}=[{other},{name}])")
+                cfg[group][name] = typed(node, f"{group}.{name}")
     return cfg
 
 

@@ -20,9 +20,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from oml_exp import components
 from oml_exp.errors import ConfigError, require, require_file  # noqa: F401 - ConfigError is imported from here
 
-STAGES = ("generate", "finetune", "check", "evaluate", "verify", "report")
+STAGES = ("generate", "finetune", "attack", "check", "evaluate", "verify", "report")
 # What a run does unless `stages` says otherwise; verify asks a remote model and runs only when named.
-DEFAULT_STAGES = ("generate", "finetune", "check", "evaluate", "report")
+DEFAULT_STAGES = ("generate", "finetune", "attack", "check", "evaluate", "report")
 DEFAULT_NUM = 16  # fingerprints generated when fingerprints.num is null
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -280,6 +280,7 @@ class Config:
     # Components (oml_exp/components.py): their classes check the keys, so Hydra lets any be set (open, not struct).
     strategy: Any = field(default_factory=lambda: OmegaConf.create(flags={"struct": False}))
     regularizer: Any = field(default_factory=lambda: OmegaConf.create(flags={"struct": False}))  # none: {}
+    attack: Any = field(default_factory=lambda: OmegaConf.create(flags={"struct": False}))  # none: {}
     augmentation: AugmentationConfig = MISSING
     engine: EngineConfig = MISSING
     eval: EvalConfig = MISSING

@@ -23,6 +23,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from oml_exp import checking, components, manifest, models, preflight, provenance, verification
+from oml_exp.attacks import stage as attacking
 from oml_exp.evaluation import evaluate
 from oml_exp.fingerprints import generate
 from oml_exp.reporting import report
@@ -33,7 +34,7 @@ from oml_exp import distributed
 
 # The stages kept in the store, in order; `verify` (oml_exp/verification) writes to the run folder, and `report` (the
 # run folder's summary) is the pipeline's own last step.
-MODULES = {"generate": generate, "finetune": finetune, "check": checking, "evaluate": evaluate}
+MODULES = {"generate": generate, "finetune": finetune, "attack": attacking, "check": checking, "evaluate": evaluate}
 SUMMARY = "summary.json"
 RECORD = "stage.json"
 
@@ -59,10 +60,11 @@ class StageResult:
 
 
 def model_identity(spec: str, results: dict[str, StageResult]) -> str:
-    """Name a model for hashing: a fine-tuned model by its stage hash, anything else by its spec."""
-    ft = results.get("finetune")
-    if ft is not None and spec == str(ft.folder / "model"):
-        return f"finetune:{ft.folder.name}"
+    """Name a model for hashing: a model this run built (fine-tuned, attacked) by its stage hash, anything else by
+    its spec."""
+    for r in results.values():
+        if spec == str(r.folder / "model"):
+            return f"{r.stage}:{r.folder.name}"
     return models.identity(spec)
 
 
@@ -116,32 +118,61 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     stages = stages_to_run(cfg)
     results: dict[str, StageResult] = {}
     base = cfg.model.path
-    model = base
+    # The models the check and evaluate stages measure: the run's own ("": fine-tuned, or model.path) and each
+    # attacked one ("/NAME": its results are "check/NAME", "evaluate/NAME").
+    measured = {"": base}
     for stage in stages:
         if stage == "report":
             continue
-        gen = results.get("generate")
-        inputs = Inputs(model=model, base_model=base, fingerprints=gen.folder if gen else None,
-                        upstream={s: r.folder for s, r in results.items()})
-        if stage == "evaluate":
-            # The base model's scores are one store entry per model and eval config, shared by every run on it.
-            base_inputs = Inputs(model=base, base_model=base)
-            results["evaluate_base"] = run_stage(stage, cfg, base_inputs, results)
-            if model != base:
-                inputs.base_eval = results["evaluate_base"].folder
-                inputs.upstream = {"finetune": results["finetune"].folder, "evaluate_base": inputs.base_eval}
-                results["evaluate"] = run_stage(stage, cfg, inputs, results)
-            continue
-        if stage == "verify":
+        if stage == "finetune":
+            results[stage] = run_stage(stage, cfg, _inputs(base, base, results), results)
+            measured[""] = str(results[stage].folder / "model")
+        elif stage == "attack":
+            for name, node in attacking.entries(cfg.attack):
+                attacked = _attack(cfg, name, node, measured[""], base, results)
+                measured[f"/{name}"] = str(attacked.folder / "model")
+        elif stage == "verify":
             # Its answer comes from a remote model: it writes to the run folder, never to the store.
             start = time.time()
-            summary = verification.run(cfg, inputs, run_dir)
+            summary = verification.run(cfg, _inputs(measured[""], base, results), run_dir)
             results[stage] = StageResult(stage, run_dir, summary, False, time.time() - start)
-            continue
-        if stage == "check":
-            inputs.upstream = {s: results[s].folder for s in ("generate", "finetune") if s in results}
-        results[stage] = run_stage(stage, cfg, inputs, results)
-        if stage == "finetune":
-            model = str(results[stage].folder / "model")
+        elif stage == "evaluate":
+            # The base model's scores are one store entry per model and eval config, shared by every run on it.
+            results["evaluate_base"] = run_stage(stage, cfg, Inputs(model=base, base_model=base), results)
+            for suffix, model in measured.items():
+                if model != base:
+                    inputs = Inputs(model=model, base_model=base, base_eval=results["evaluate_base"].folder,
+                                    upstream={**_made(model, results), "evaluate_base": results["evaluate_base"].folder})
+                    results[stage + suffix] = run_stage(stage, cfg, inputs, results)
+        elif stage == "check":
+            for suffix, model in measured.items():
+                upstream = {"generate": results["generate"].folder, **_made(model, results)}
+                results[stage + suffix] = run_stage(stage, cfg, _inputs(model, base, results, upstream), results)
+        else:
+            results[stage] = run_stage(stage, cfg, _inputs(base, base, results), results)
     return report.run(cfg, results, run_dir, write="report" in stages)
 
+
+def _inputs(model: str, base: str, results: dict[str, StageResult], upstream: dict | None = None) -> Inputs:
+    gen = results.get("generate")
+    return Inputs(model=model, base_model=base, fingerprints=gen.folder if gen else None,
+                  upstream=upstream if upstream is not None else {s: r.folder for s, r in results.items()})
+
+
+def _made(model: str, results: dict[str, StageResult]) -> dict[str, Path]:
+    """The stage folder that built `model` (finetune or an attack), for the record; {} for a model named by spec."""
+    return {name: r.folder for name, r in results.items() if model == str(r.folder / "model")}
+
+
+def _attack(cfg: DictConfig, name: str, node: DictConfig, model: str, base: str,
+            results: dict[str, StageResult]) -> StageResult:
+    """One attack on `model`; a merge partner made from the base model first (its own store entry)."""
+    upstream = _made(model, results)
+    partner = attacking.partner(node, name)
+    if partner is not None:
+        made = run_stage("attack", attacking.one(cfg, "partner", partner), Inputs(model=base, base_model=base), {})
+        results[f"attack/{name}/partner"] = made
+        upstream["partner"] = made.folder
+    results[f"attack/{name}"] = run_stage("attack", attacking.one(cfg, name, node),
+                                          Inputs(model=model, base_model=base, upstream=upstream), results)
+    return results[f"attack/{name}"]

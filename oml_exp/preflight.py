@@ -2,7 +2,8 @@
 
 A mistake found here costs a second instead of a generation or a training run: the config's values
 (config.validate), the device, the models named anywhere in the config (found, cached when offline, the same
-tokenizer where token ids must mean the same thing), the fingerprints' length against the model's positions, that a
+tokenizer where token ids must mean the same thing), what the attacks need (a merge partner of the same
+architecture, an sft data file), the fingerprints' length against the model's positions, that a
 check has fingerprints to look for, the user's fingerprint and keys files, the evaluation data, and what verify
 needs (an endpoint, a writable ledger with enough unspent fingerprints). Every problem raises the user error of its
 module (ConfigError, ModelError, FingerprintFileError, EvalError): one line naming the key and the fix.
@@ -16,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from oml_exp import components, config, models
+from oml_exp.attacks import stage as attacking
 from oml_exp.config import ConfigError, fingerprint_num
 from oml_exp.evaluation import tasks
 from oml_exp.fingerprints import generate, schema
@@ -37,6 +39,9 @@ def check(cfg: DictConfig) -> None:
         check_positions(cfg)
     if "generate" in stages:
         check_generation(cfg)
+    if "attack" in stages:
+        for attack in attacking.picked(cfg.attack):
+            attack.check(cfg.model.path, cfg.engine)
     if "check" in stages:
         for spec in cfg.check.false_positive_models:
             if spec != "base":
@@ -96,6 +101,7 @@ def check_config(cfg: DictConfig) -> None:
     the regularizers against the engine."""
     config.validate(cfg)
     components.build(cfg.strategy, "strategy")
+    attacking.picked(cfg.attack)
     regularizers.check_engine(regularizers.picked(cfg.regularizer), cfg.engine)
 
 

@@ -337,10 +337,10 @@ def test_micro_batch_size_does_not_change_the_weights_under_full_accumulation(tm
 
 def test_fused_adamw_on_cuda_unless_the_optimizer_is_offloaded():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert finetune._optimizer(cuda, None) == "adamw_torch_fused"
-    assert finetune._optimizer(cpu, None) == "adamw_torch"
+    assert engines.optimizer(cuda, None) == "adamw_torch_fused"
+    assert engines.optimizer(cpu, None) == "adamw_torch"
     offload = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
-    assert finetune._optimizer(cuda, offload) == "adamw_torch"
+    assert engines.optimizer(cuda, offload) == "adamw_torch"
 
 
 def test_checkpoints_by_time(tmp_path):

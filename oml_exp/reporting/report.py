@@ -79,9 +79,30 @@ def headline(results: dict) -> dict:
     finetune = results.get("finetune")
     if finetune is not None:
         out["train_steps"] = finetune.summary.get("steps")
+    attacks = {name.removeprefix("attack/"): attack_headline(name.removeprefix("attack/"), results)
+               for name in results if name.startswith("attack/") and not name.endswith("/partner")}
+    if attacks:
+        out["attacks"] = attacks
     verify = results.get("verify")
     if verify is not None:
         out["verify"] = {k: verify.summary[k] for k in ("endpoint", "model", "matched", "sent", "p_value")}
+    return out
+
+
+def attack_headline(name: str, results: dict) -> dict:
+    """What an attack did (its strength, how far the weights and, for training, the loss moved) and what survived it:
+    the attacked model's fingerprint success and, when evaluated, its utility."""
+    attack = results[f"attack/{name}"].summary
+    out = {k: attack[k] for k in ("kind", "strength", "weight_change", "first_loss", "final_loss", "tokens")
+           if k in attack}
+    check = results.get(f"check/{name}")
+    if check is not None:
+        out["success_rate"] = check.summary.get("success_rate")
+        out["heldout_success_rate"] = heldout_success(check.summary)
+        out["framings"] = framings(check.summary)
+    evaluation = results.get(f"evaluate/{name}")
+    if evaluation is not None:
+        out.update({k: evaluation.summary[k] for k in ("mean", "drift") if k in evaluation.summary})
     return out
 
 
@@ -125,6 +146,8 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
         lo, hi = h["mean"].get("retention_ci") or (math.nan, math.nan)
         rows.append(("mean retention", f"{h['mean']['retention']:.3f} [{lo:.3f}, {hi:.3f}] over {len(h['tasks'])} "
                                        "tasks (paired bootstrap)"))
+    for name, a in (h.get("attacks") or {}).items():
+        rows.append((f"attack {name}", _attack_text(a)))
     if h.get("verify"):
         v = h["verify"]
         rows.append(("ownership (verify)", f"{v['matched']}/{v['sent']} fingerprints matched at {v['endpoint']} "
@@ -134,6 +157,25 @@ def _rows(summary: dict) -> list[tuple[str, str]]:
     rows.append(("stages", ", ".join(f"{n}{' (cached)' if s['skipped'] else ''}"
                                      for n, s in summary["stages"].items())))
     return rows
+
+
+def _attack_text(a: dict) -> str:
+    s = a["strength"]
+    extra = "".join(f", {k} {v}" for k, v in s.items() if k not in ("measure", "value"))
+    parts = [f"{a['kind']} ({s['measure']} {s['value']}{extra})"]
+    if a.get("success_rate") is not None:
+        parts.append(f"success {a['success_rate']:.1%}")
+    if a.get("heldout_success_rate") is not None:
+        parts.append(f"held-out {a['heldout_success_rate']:.1%}")
+    if (a.get("weight_change") or {}).get("relative_l2") is not None:
+        parts.append(f"weights moved {a['weight_change']['relative_l2']:.2%}")
+    if a.get("final_loss") is not None:
+        parts.append(f"loss {a['first_loss']:.3f} -> {a['final_loss']:.3f}")
+    if (a.get("mean") or {}).get("retention") is not None:
+        parts.append(f"mean retention {a['mean']['retention']:.3f}")
+    if (a.get("drift") or {}).get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {a['drift']['top1_agreement']:.3f}")
+    return ", ".join(parts)
 
 
 def _pct(x) -> str:

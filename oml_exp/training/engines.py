@@ -28,6 +28,14 @@ def deepspeed_config(engine: DictConfig, device: torch.device, dtype: torch.dtyp
     return OmegaConf.to_container(engine.deepspeed, resolve=True)
 
 
+def optimizer(device: torch.device, ds: dict | None) -> str:
+    """Fused AdamW on CUDA (one kernel per step instead of several per tensor), unless DeepSpeed moves the
+    optimizer states to the CPU; the same update either way."""
+    zero = (ds or {}).get("zero_optimization") or {}
+    offloaded = (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme")
+    return "adamw_torch_fused" if device.type == "cuda" and not offloaded else "adamw_torch"
+
+
 def check(engine: DictConfig, device: torch.device, dtype: torch.dtype) -> None:
     if dtype == torch.float16 and device.type == "cpu":
         raise ConfigError("model.dtype=fp16 cannot train on CPU; use model.dtype=auto (fp32 on CPU)")

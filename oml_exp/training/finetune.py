@@ -158,7 +158,7 @@ def arguments(cfg: DictConfig, folder: Path, plan: batching.Plan, device: torch.
         fp16=dtype == torch.float16,
         **{CHECKPOINTING_ARG: t.gradient_checkpointing},
         deepspeed=ds,
-        optim=_optimizer(device, ds),
+        optim=engines.optimizer(device, ds),
         use_cpu=device.type == "cpu",
         ddp_backend="gloo" if device.type == "cpu" and distributed.world_size() > 1 else None,
         remove_unused_columns=False,
@@ -168,14 +168,6 @@ def arguments(cfg: DictConfig, folder: Path, plan: batching.Plan, device: torch.
         log_level="warning",
         log_level_replica="error",
     )
-
-
-def _optimizer(device: torch.device, ds: dict | None) -> str:
-    """Fused AdamW on CUDA (one kernel per step instead of several per tensor), unless DeepSpeed moves the
-    optimizer states to the CPU; the same update either way."""
-    zero = (ds or {}).get("zero_optimization") or {}
-    offloaded = (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme")
-    return "adamw_torch_fused" if device.type == "cuda" and not offloaded else "adamw_torch"
 
 
 class _TimedCheckpoints(TrainerCallback):
