@@ -7,11 +7,13 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from oml_exp import models, pipeline
 from oml_exp.attacks import quantize, stage
+from oml_exp.reporting import sweep
 from oml_exp.config import ConfigError
 from oml_exp.fingerprints import schema
 from tests.conftest import PACK, compose_config
@@ -93,6 +95,18 @@ def test_no_key_reaches_an_attack_folder_or_the_summary(attacked):
     for path in list(root.rglob("attack/*/*.json")) + list(root.rglob("runs/*/summary.*")):
         text = path.read_text()
         assert not any(s in text for s in secrets), path
+
+
+def test_the_sweep_report_tabulates_and_plots_survival_per_attack(attacked):
+    root, _, _ = attacked
+    files = sweep.run(root / "runs", root / "report")
+    table = pd.read_csv(files["persistence_csv"])
+    assert sorted(table["attack"]) == sorted(ALL)  # the rerun's rows are the same models: counted once
+    assert (table["success_lo"] <= table["success"]).all() and (table["success"] <= table["success_hi"]).all()
+    assert set(table["measure"]) == {"tokens", "weight", "bits", "fraction"}
+    assert files["persistence"].stat().st_size > 10_000
+    report = files["markdown"].read_text()
+    assert "## Persistence" in report and "| prune | prune | fraction 0.2 |" in report
 
 
 def test_quantized_model_stored_dequantized_computes_what_the_quantized_one_serves():

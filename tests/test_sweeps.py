@@ -152,3 +152,30 @@ def test_the_capacity_sweep_runs_six_jobs_each_count_with_its_eval_items(tmp_pat
             cfg = compose("capacity_cpu", overrides=[conf, f"capacity_count={count}", f"paths.output_dir={tmp_path}"])
             assert (cfg.fingerprints.num, cfg.eval.limit) == (int(count[1:]), limit)
             assert cfg.fingerprints.pool_size == 1024 and list(cfg.check.chat) == [True]
+
+
+@pytest.mark.parametrize("name", ["persistence_cpu", "persistence"])
+def test_the_persistence_sweeps_type_every_attack_at_three_strengths(name):
+    """Every attack entry of the persistence sweeps is a typed component; each kind comes at three strengths (two
+    bit widths for quantization), and the jobs are regularizer none and averaging (and more) at one seed."""
+    from collections import Counter
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from oml_exp import components
+    from oml_exp.attacks import stage
+
+    conf = f"hydra.searchpath=[file://{ROOT / 'conf'}]"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        cfg = compose(name, overrides=[conf], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert {"none", "averaging"} <= set(params["regularizer"].split(",")) and str(params["seed"]) == "0"
+    attacks = stage.picked(components.expanded(cfg).attack)
+    kinds = Counter(f"{type(a).__name__}{getattr(a, 'method', '')}{'lora' if getattr(a, 'lora', False) else ''}"
+                    for a in attacks)
+    assert kinds["Quantize"] == 2
+    assert all(kinds[k] >= 3 for k in ("SFT", "Mergelinear", "Mergeties", "Prune", "Distill")), kinds
+    assert len({a.name for a in attacks}) == len(attacks)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import pandas as pd
 
-from oml_exp.reporting import markdown, plots, table
+from oml_exp.reporting import markdown, persistence, plots, table
 from oml_exp.reporting.loggers import NoLogger
 from oml_exp.store import write_text
 
@@ -28,7 +28,10 @@ def run(root: Path, out: Optional[Path] = None, logger=NoLogger()) -> dict[str, 
     runs = table.collect(root)
     files = {"csv": out / CSV, "markdown": out / MARKDOWN}
     runs.to_csv(files["csv"], index=False)
-    write_text(files["markdown"], markdown.markdown(files["csv"], f"Sweep report: {root.resolve().name}"))
+    attacked = persistence.rows(root)
+    write_text(files["markdown"], markdown.markdown(files["csv"], f"Sweep report: {root.resolve().name}")
+               + "\n".join(persistence.markdown(attacked)) + ("\n" if not attacked.empty else ""))
+    files.update(persistence.write(attacked, out))
     for kind, name, plot in [("tradeoff", TRADEOFF_PNG, plots.plot_tradeoff),
                              ("system_prompts", SYSTEM_PROMPTS_PNG, plots.plot_system_prompts),
                              ("capacity", CAPACITY_PNG, plots.plot_capacity)]:
