@@ -196,10 +196,13 @@ class EvalConfig:
     limit: Optional[int] = 50  # items per task; null = all
     batch_size: int = 16
     num_fewshot: Optional[int] = None  # null = each task's default in its suite
-    bootstrap: int = 2000  # paired bootstrap resamples for the retention interval
+    # Paired bootstrap resamples for the retention interval; also lm-eval's, for the stderr of metrics without a
+    # closed form.
+    bootstrap: int = 2000
     drift_texts: int = 16  # texts the base model writes for the data-free drift measure
     drift_tokens: int = 48
     drift_file: Optional[str] = None  # a user's benign texts (one per line, or a JSON list) instead of base-written
+    log_samples: bool = False  # also write lm-eval's per-item logs (lm_eval --log_samples) beside its results file
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oml_exp.config import ConfigError, validate
-from oml_exp.evaluation import drift, evaluate, stats, tasks
+from oml_exp.evaluation import drift, evaluate, harness, stats, tasks
 from oml_exp.pipeline import Inputs
 from oml_exp.store import read_json
 from tests.check_helpers import perturbed_copy
@@ -44,8 +44,19 @@ def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, ev
     stored = read_json(tmp_path / "base" / evaluate.SCORES)
     assert len(stored["arc_easy"]["scores"]) == 4 and set(stored["arc_easy"]["scores"]) <= {0.0, 1.0}
     assert len(read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS)) == 3
+    lm_eval = read_json(tmp_path / "base" / harness.LM_EVAL / harness.RESULTS)  # as `lm_eval --output_path` writes
+    for task in ("oml_local_arc_easy", "oml_local_piqa"):
+        assert {"acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"} <= set(lm_eval["results"][task])
+        assert lm_eval["results"][task]["acc_stderr,none"] > 0 and lm_eval["n-samples"][task]["effective"] == 4
+        assert task in lm_eval["configs"] and task in lm_eval["versions"] and task in lm_eval["task_hashes"]
+    assert lm_eval["results"]["oml_local_piqa"]["acc_norm,none"] == pytest.approx(stored["piqa"]["aggregate"])
 
-    tuned = run_stage(cfg, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    assert not list((tmp_path / "base" / harness.LM_EVAL).glob("samples_*"))  # per-item logs only when asked
+
+    logged = eval_cfg(f"eval.pack={pack}", "eval.limit=4", "eval.tasks=[arc_easy,piqa]", "eval.log_samples=true")
+    tuned = run_stage(logged, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    samples = (tmp_path / "tuned" / harness.LM_EVAL / "samples_oml_local_piqa.jsonl").read_text().splitlines()
+    assert len(samples) == 4 and json.loads(samples[0])["doc_id"] == 0
     piqa = tuned["tasks"]["piqa"]
     assert piqa["base"] == pytest.approx(base["tasks"]["piqa"]["score"])
     assert piqa["ci_low"] <= piqa["retention"] <= piqa["ci_high"] or piqa["base"] == 0
@@ -151,7 +162,7 @@ def test_pack_tasks_are_built_by_lm_evals_task_manager_from_upstream_files():
     assert task.config.dataset_kwargs["data_files"] == {"validation": str(PACK / "hellaswag" / "test.jsonl"),
                                                        "train": str(PACK / "hellaswag" / "fewshot.jsonl")}
     assert len(task.eval_docs) == len((PACK / "hellaswag" / "test.jsonl").read_text().splitlines())
-    assert [m["metric"] for m in task.config.metric_list] == ["acc_norm"]
+    assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]  # all upstream's, as lm-eval runs it
     tiny = tasks.build(tasks.Plan("tinybenchmarks", [tasks.TINYBENCHMARKS["tinyWinogrande"]], PACK, []), 5)
     # No tinyBenchmarks package needed for local files: the plain mean, upstream helpers still in place.
     assert tiny["tinyWinogrande"].config.metric_list[0]["aggregation"] == "mean"

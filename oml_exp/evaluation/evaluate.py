@@ -31,7 +31,7 @@ def key(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, inputs, out: Path) -> dict:
     plan = tasks.plan(cfg.eval)
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
-    scores = harness.score(model, tokenizer, plan, cfg.eval) if plan.specs else {}
+    scores = harness.score(model, tokenizer, plan, cfg.eval, out) if plan.specs else {}
     write_json(out / SCORES, scores)
     summary = {"suite": plan.suite, "pack": str(plan.pack) if plan.pack else None, "limit": cfg.eval.limit,
                "notes": plan.notes + irt_notes(scores)}

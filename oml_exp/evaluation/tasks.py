@@ -3,8 +3,8 @@
 A suite is a planner function here, named by its config file's `_target_` (conf/eval/*.yaml): it picks the task
 specs of `eval.tasks` (an lm-eval task file, a pack folder, the metric that counts and a few-shot default) and the
 data, and returns a Plan. Each task of a plan becomes a task file in a temporary folder that includes the upstream
-file and overrides the task name, the few-shot count, the one metric and, when a pack is used, the data source (the
-pack's JSONL files in the same Hugging Face schema); lm-eval's TaskManager loads that folder (`include_path`), so
+file and overrides the task name, the few-shot count and, when a pack is used, the data source (the pack's JSONL
+files in the same Hugging Face schema); lm-eval's TaskManager loads that folder (`include_path`), so
 prompts, helpers and scoring are those of a stock lm-eval run.
 
 Suites:
@@ -43,7 +43,7 @@ class TaskSpec:
     name: str
     upstream: str  # task file, relative to lm-eval's tasks folder
     folder: str  # pack folder holding test.jsonl (and fewshot.jsonl)
-    metric: str
+    metric: str  # the metric whose per-item scores are paired
     fewshot: int = 0
     filter: str = "none"  # for generation tasks: the lm-eval filter whose score counts
     extra_fields: tuple = ()  # fields beyond the original schema (tinyMMLU's pre-rendered prompt)
@@ -245,11 +245,11 @@ def task_name(plan_: Plan, spec: TaskSpec) -> str:
 
 
 def task_file(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict:
-    """One task's file: the upstream file included, with our task name, few-shot count and metric, and the pack's
-    files as its data when a pack is used."""
+    """One task's file: the upstream file included, with our task name and few-shot count, and the pack's files as its
+    data when a pack is used."""
     upstream = read_upstream(spec)
-    metrics = [m for m in upstream["metric_list"] if m["metric"] == spec.metric]
-    cfg = {"task": task_name(plan_, spec), "num_fewshot": fewshot, "metric_list": metrics}
+    metrics = upstream.get("metric_list", [])
+    cfg = {"task": task_name(plan_, spec), "num_fewshot": fewshot}
     if plan_.pack is not None:
         cfg.update(_local_data(upstream, files(plan_, spec, fewshot)))
     if plan_.irt or not any(_import_path(m.get("aggregation")) for m in metrics):
