@@ -192,10 +192,12 @@ class EvalConfig:
     # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
     # For the Hub suites null = the Hub datasets.
     pack: Optional[str] = "auto"
+    # The suite's task names, and any other lm-eval task (run on its own data, as `lm_eval --tasks` runs it).
     tasks: list = field(default_factory=lambda: ["hellaswag", "arc_easy", "piqa"])
+    include_path: Optional[str] = None  # a folder of lm-eval task YAML files, whose tasks eval.tasks can name
     limit: Optional[int] = 50  # items per task; null = all
     batch_size: int = 16
-    num_fewshot: Optional[int] = None  # null = each task's default in its suite
+    num_fewshot: Optional[int] = None  # null = each task's default (its suite's, or its task file's)
     # Paired bootstrap resamples for the retention interval; also lm-eval's, for the stderr of metrics without a
     # closed form.
     bootstrap: int = 2000
@@ -209,6 +211,8 @@ class EvalConfig:
         components.locate(self._target_, "eval", "choose eval=local, eval=tinybenchmarks or eval=openllm")
         require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
         require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
+        require(self.include_path is None or os.path.isdir(self.include_path),
+                f"eval.include_path={self.include_path!r} is not a folder; give the folder holding the task YAML files")
 
 
 @dataclass

@@ -25,7 +25,7 @@ def key(cfg: DictConfig) -> dict:
     drift_file = cfg.eval.drift_file
     return {"eval": OmegaConf.to_container(cfg.eval, resolve=True),
             "drift_file": file_digest(drift_file) if drift_file else None,  # its texts, not its name, are measured
-            **harness.pack_digest(tasks.plan(cfg.eval), cfg.eval)}
+            **harness.data_digest(tasks.plan(cfg.eval), cfg.eval)}
 
 
 def run(cfg: DictConfig, inputs, out: Path) -> dict:

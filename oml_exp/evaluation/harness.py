@@ -61,12 +61,8 @@ def _task_scores(results: dict, task: str, spec: tasks.TaskSpec, plan: tasks.Pla
             "doc_hashes": [s["doc_hash"] for s in samples]}
 
 
-def pack_digest(plan: tasks.Plan, eval_cfg) -> dict:
-    """What the scores depend on beyond the config: the content of every pack file the tasks read."""
-    if plan.pack is None:
-        return {}
-    out = {}
-    for spec in plan.specs:
-        for path in tasks.files(plan, spec, plan.fewshot(spec, eval_cfg.num_fewshot)).values():
-            out[str(Path(path).relative_to(plan.pack))] = file_digest(path) if path.is_file() else None
-    return {"pack": str(plan.pack), "files": out}
+def data_digest(plan: tasks.Plan, eval_cfg) -> dict:
+    """What the scores depend on beyond the config and lm-eval: the content of every local file the tasks read."""
+    digests = {str(path): file_digest(path) if path.is_file() else None
+               for spec in plan.specs for path in tasks.sources(plan, spec, eval_cfg.num_fewshot)}
+    return {"pack": str(plan.pack) if plan.pack else None, "files": digests} if digests else {}
