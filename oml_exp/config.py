@@ -192,20 +192,27 @@ class EvalConfig:
     # Folder of <task>/test.jsonl files; "auto" = $OML_BENCHMARKS, else ../shared/benchmarks, else none (drift only).
     # For the Hub suites null = the Hub datasets.
     pack: Optional[str] = "auto"
+    # The suite's task names, and any other lm-eval task (run on its own data, as `lm_eval --tasks` runs it).
     tasks: list = field(default_factory=lambda: ["hellaswag", "arc_easy", "piqa"])
+    include_path: Optional[str] = None  # a folder of lm-eval task YAML files, whose tasks eval.tasks can name
     limit: Optional[int] = 50  # items per task; null = all
     batch_size: int = 16
-    num_fewshot: Optional[int] = None  # null = each task's default in its suite
-    bootstrap: int = 2000  # paired bootstrap resamples for the retention interval
+    num_fewshot: Optional[int] = None  # null = each task's default (its suite's, or its task file's)
+    # Paired bootstrap resamples for the retention interval; also lm-eval's, for the stderr of metrics without a
+    # closed form.
+    bootstrap: int = 2000
     drift_texts: int = 16  # texts the base model writes for the data-free drift measure
     drift_tokens: int = 48
     drift_file: Optional[str] = None  # a user's benign texts (one per line, or a JSON list) instead of base-written
+    log_samples: bool = False  # also write lm-eval's per-item logs (lm_eval --log_samples) beside its results file
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 1, f"eval.limit must be >= 1 or null, got {self.limit}")
         components.locate(self._target_, "eval", "choose eval=local, eval=tinybenchmarks or eval=openllm")
         require(self.bootstrap >= 100, f"eval.bootstrap must be >= 100, got {self.bootstrap}")
         require(self.drift_texts >= 1 and self.drift_tokens >= 1, "eval.drift_texts and eval.drift_tokens must be >= 1")
+        require(self.include_path is None or os.path.isdir(self.include_path),
+                f"eval.include_path={self.include_path!r} is not a folder; give the folder holding the task YAML files")
 
 
 @dataclass

@@ -103,3 +103,28 @@ def smollm2():
     from oml_exp import models
 
     return models.load(SMOLLM2, device="cpu")
+
+
+def local_task(folder: Path, items: int = 3, data: Path | None = None) -> str:
+    """A user's lm-eval task file in `folder`, loading yes/no questions from a local JSONL file (`items` of them
+    written there, unless `data` names another file); returns its task name."""
+    import json
+
+    if data is None:
+        data = folder / "yes_no.jsonl"
+        data.write_text("".join(json.dumps({"question": f"Is {n} even?", "label": int(n % 2 == 0)}) + "\n"
+                                for n in range(items)))
+    (folder / "yes_no.yaml").write_text(f"""task: yes_no
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}\\nAnswer:"
+doc_to_choice: ["no", "yes"]
+doc_to_target: label
+metric_list:
+  - metric: acc
+""")
+    return "yes_no"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from oml_exp.config import ConfigError, validate
-from oml_exp.evaluation import drift, evaluate, stats, tasks
+from oml_exp.evaluation import drift, evaluate, harness, stats, tasks
 from oml_exp.pipeline import Inputs
 from oml_exp.store import read_json
 from tests.check_helpers import perturbed_copy
-from tests.conftest import BENCHMARKS, PACK
+from tests.conftest import BENCHMARKS, PACK, local_task
 
 TINY = "tiny:llama"
 FIXTURES = PACK.parent
@@ -44,8 +44,19 @@ def test_base_then_fingerprinted_are_paired_on_the_same_items(tiny, tmp_path, ev
     stored = read_json(tmp_path / "base" / evaluate.SCORES)
     assert len(stored["arc_easy"]["scores"]) == 4 and set(stored["arc_easy"]["scores"]) <= {0.0, 1.0}
     assert len(read_json(tmp_path / "base" / evaluate.DRIFT_TEXTS)) == 3
+    lm_eval = read_json(tmp_path / "base" / harness.LM_EVAL / harness.RESULTS)  # as `lm_eval --output_path` writes
+    for task in ("oml_local_arc_easy", "oml_local_piqa"):
+        assert {"acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"} <= set(lm_eval["results"][task])
+        assert lm_eval["results"][task]["acc_stderr,none"] > 0 and lm_eval["n-samples"][task]["effective"] == 4
+        assert task in lm_eval["configs"] and task in lm_eval["versions"] and task in lm_eval["task_hashes"]
+    assert lm_eval["results"]["oml_local_piqa"]["acc_norm,none"] == pytest.approx(stored["piqa"]["aggregate"])
 
-    tuned = run_stage(cfg, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    assert not list((tmp_path / "base" / harness.LM_EVAL).glob("samples_*"))  # per-item logs only when asked
+
+    logged = eval_cfg(f"eval.pack={pack}", "eval.limit=4", "eval.tasks=[arc_easy,piqa]", "eval.log_samples=true")
+    tuned = run_stage(logged, Inputs(model=other, base_model=TINY, base_eval=tmp_path / "base"), tmp_path / "tuned")
+    samples = (tmp_path / "tuned" / harness.LM_EVAL / "samples_oml_local_piqa.jsonl").read_text().splitlines()
+    assert len(samples) == 4 and json.loads(samples[0])["doc_id"] == 0
     piqa = tuned["tasks"]["piqa"]
     assert piqa["base"] == pytest.approx(base["tasks"]["piqa"]["score"])
     assert piqa["ci_low"] <= piqa["retention"] <= piqa["ci_high"] or piqa["base"] == 0
@@ -151,19 +162,46 @@ def test_pack_tasks_are_built_by_lm_evals_task_manager_from_upstream_files():
     assert task.config.dataset_kwargs["data_files"] == {"validation": str(PACK / "hellaswag" / "test.jsonl"),
                                                        "train": str(PACK / "hellaswag" / "fewshot.jsonl")}
     assert len(task.eval_docs) == len((PACK / "hellaswag" / "test.jsonl").read_text().splitlines())
-    assert [m["metric"] for m in task.config.metric_list] == ["acc_norm"]
+    assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]  # all upstream's, as lm-eval runs it
     tiny = tasks.build(tasks.Plan("tinybenchmarks", [tasks.TINYBENCHMARKS["tinyWinogrande"]], PACK, []), 5)
     # No tinyBenchmarks package needed for local files: the plain mean, upstream helpers still in place.
     assert tiny["tinyWinogrande"].config.metric_list[0]["aggregation"] == "mean"
     assert callable(tiny["tinyWinogrande"].config.doc_to_text)
 
 
-def test_unknown_task_fails_with_one_line_naming_the_known_ones(make_cfg):
+def test_unknown_task_fails_with_one_line_naming_the_known_ones_and_the_fix(make_cfg):
     cfg = make_cfg(f"eval.pack={PACK}", "eval.tasks=[hellaswag,helloswag]")
     with pytest.raises(tasks.EvalError) as err:
         tasks.plan(cfg.eval)
-    assert "\n" not in str(err.value) and "eval.tasks: ['helloswag'] not in suite 'local'" in str(err.value)
-    assert "arc_easy" in str(err.value)  # the known tasks, to pick from
+    message = str(err.value)
+    assert "\n" not in message and "'helloswag' is not an lm-eval task (nor one of suite local's" in message
+    assert "arc_easy" in message and "lm-eval ls tasks" in message and "eval.include_path" in message
+
+
+def test_a_task_yaml_under_the_include_path_runs_on_its_local_data(tiny, tmp_path, eval_cfg):
+    name = local_task(tmp_path, items=3)
+    cfg = eval_cfg("eval.pack=null", f"eval.tasks=[{name}]", f"eval.include_path={tmp_path}")
+    summary = run_stage(cfg, Inputs(model=TINY, base_model=TINY), tmp_path / "base")
+    assert summary["tasks"][name]["n"] == 3 and summary["tasks"][name]["metric"] == "acc" and not summary["notes"]
+    results = read_json(tmp_path / "base" / harness.LM_EVAL / harness.RESULTS)["results"][f"oml_local_{name}"]
+    assert {"acc,none", "acc_stderr,none"} <= set(results)
+    before = evaluate.key(cfg)
+    (tmp_path / "yes_no.jsonl").write_text((tmp_path / "yes_no.jsonl").read_text() + '{"question": "?", "label": 0}\n')
+    assert evaluate.key(cfg) != before  # its data, like a pack's, is part of what the scores depend on
+
+
+def test_any_lm_eval_task_is_taken_by_name_and_its_hub_data_checked(make_cfg):
+    cfg = make_cfg(f"eval.pack={PACK}", "eval.tasks=[arc_easy,boolq]")
+    plan = tasks.plan(cfg.eval)
+    arc, boolq = plan.specs
+    assert arc == tasks.LOCAL["arc_easy"] and (boolq.name, boolq.metric, boolq.folder) == ("boolq", "acc", None)
+    assert tasks.upstream_path(boolq) == tasks.lm_eval_tasks() / "super_glue" / "boolq" / "default.yaml"
+    with pytest.raises(tasks.EvalError) as err:  # offline, and the Hub's super_glue is not cached
+        tasks.check(plan, None)
+    assert "\n" not in str(err.value) and "boolq read aps/super_glue from the Hugging Face Hub" in str(err.value)
+    assert "eval.include_path" in str(err.value) and "suite's tasks" not in str(err.value)  # arc_easy is on the pack
+    with pytest.raises(tasks.EvalError, match="'mmlu_stem' is an lm-eval group; name its tasks one by one"):
+        tasks.plan(make_cfg("eval.tasks=[mmlu_stem]").eval)
 
 
 def test_the_suite_is_its_target_not_its_name(make_cfg):

@@ -16,7 +16,7 @@ import torch
 from oml_exp import components, config, models, pipeline, preflight, store
 from oml_exp.evaluation.tasks import EvalError
 from oml_exp.fingerprints import schema
-from tests.conftest import PACK, ROOT, subprocess_env
+from tests.conftest import PACK, ROOT, local_task, subprocess_env
 
 TINY = ["model=tiny", "fingerprints.key_length=8", f"eval.pack={PACK}"]
 
@@ -41,6 +41,8 @@ def write_file(path, rows) -> str:
                                     "regularizer=distance"),
     ("stages=[check]", "stages=[check] without fingerprints.file would check fresh keys no model was trained on; "
                        "checking a suspect model needs the owner's fingerprints: fingerprints.file=PATH"),
+    ("eval.tasks=[boolqq]", "eval.tasks: 'boolqq' is not an lm-eval task (nor one of suite local's: hellaswag, "
+                            "arc_easy, arc_challenge, piqa, "),
 ])
 def test_cli_refuses_bad_input_in_one_line_before_any_stage(tmp_path, override, message):
     done = subprocess.run([sys.executable, "-m", "oml_exp", *TINY, override, f"paths.output_dir={tmp_path}"],
@@ -75,7 +77,12 @@ def test_cli_refuses_bad_input_in_one_line_before_any_stage(tmp_path, override, 
     (["stages=[evaluate]", "eval.tasks=[arc_easy,no_such_task]"], EvalError, "no_such_task"),
     (["stages=[evaluate]", f"eval.pack={PACK.parent / 'bad_packs' / 'wrong_schema'}", "eval.tasks=[arc_easy]"],
      EvalError, "arc_easy/test.jsonl:2: not the arc_easy schema"),
+    (["stages=[evaluate]", f"eval.pack={PACK.parent / 'bad_packs' / 'wrong_schema'}", "eval.tasks=[piqa]"],
+     EvalError, "piqa/test.jsonl: missing"),
     (["stages=[evaluate]", "eval=tinybenchmarks", "eval.pack=null"], EvalError, "cannot be reached from here"),
+    (["stages=[evaluate]", "eval.tasks=[boolq]"], EvalError,
+     "boolq read aps/super_glue from the Hugging Face Hub, which cannot be reached from here"),
+    (["eval.include_path=/no/such/folder"], config.ConfigError, "eval.include_path='/no/such/folder' is not a folder"),
     (["regularizer=distance", "engine=deepspeed_zero3"], config.ConfigError, "does not run under .*ZeRO-3"),
     (["regularizer=[averaging,lora]", "engine=deepspeed_zero3_offload"], config.ConfigError, "regularizer lora"),
 ])
@@ -90,6 +97,12 @@ def test_preflight_accepts_what_runs(make_cfg, tmp_path):
     preflight.check(make_cfg(*TINY, "regularizer=averaging", "engine=deepspeed_zero3"))
     folder = models.resolve("tiny:llama")
     preflight.check(make_cfg(*TINY, f"model.path={folder}", "stages=[generate]"))
+
+
+def test_a_task_yaml_whose_data_file_is_missing_is_refused(make_cfg, tmp_path):
+    name = local_task(tmp_path, data=tmp_path / "gone.jsonl")
+    with pytest.raises(EvalError, match=f"{tmp_path / 'gone.jsonl'}: missing \\(task {name} loads it"):
+        preflight.check(make_cfg(*TINY, "stages=[evaluate]", f"eval.include_path={tmp_path}", f"eval.tasks=[{name}]"))
 
 
 def test_a_hub_id_in_the_local_cache_passes_offline(tmp_path, monkeypatch):

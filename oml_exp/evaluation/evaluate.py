@@ -25,13 +25,13 @@ def key(cfg: DictConfig) -> dict:
     drift_file = cfg.eval.drift_file
     return {"eval": OmegaConf.to_container(cfg.eval, resolve=True),
             "drift_file": file_digest(drift_file) if drift_file else None,  # its texts, not its name, are measured
-            **harness.pack_digest(tasks.plan(cfg.eval), cfg.eval)}
+            **harness.data_digest(tasks.plan(cfg.eval), cfg.eval)}
 
 
 def run(cfg: DictConfig, inputs, out: Path) -> dict:
     plan = tasks.plan(cfg.eval)
     model, tokenizer = models.load(inputs.model, cfg.device, cfg.model.dtype)
-    scores = harness.score(model, tokenizer, plan, cfg.eval) if plan.specs else {}
+    scores = harness.score(model, tokenizer, plan, cfg.eval, out) if plan.specs else {}
     write_json(out / SCORES, scores)
     summary = {"suite": plan.suite, "pack": str(plan.pack) if plan.pack else None, "limit": cfg.eval.limit,
                "notes": plan.notes + irt_notes(scores)}

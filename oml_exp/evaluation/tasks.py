@@ -2,10 +2,11 @@
 
 A suite is a planner function here, named by its config file's `_target_` (conf/eval/*.yaml): it picks the task
 specs of `eval.tasks` (an lm-eval task file, a pack folder, the metric that counts and a few-shot default) and the
-data, and returns a Plan. Each task of a plan becomes a task file in a temporary folder that includes the upstream
-file and overrides the task name, the few-shot count, the one metric and, when a pack is used, the data source (the
-pack's JSONL files in the same Hugging Face schema); lm-eval's TaskManager loads that folder (`include_path`), so
-prompts, helpers and scoring are those of a stock lm-eval run.
+data, and returns a Plan. A name outside the suite is any task lm-eval's TaskManager knows (its own, and those of the
+YAML files under `eval.include_path`), run on its own data. Each task of a plan becomes a task file in a temporary
+folder that includes the upstream file and overrides the task name, the few-shot count and, when a pack is used, the
+data source (the pack's JSONL files in the same Hugging Face schema); lm-eval's TaskManager loads that folder
+(`include_path`), so prompts, helpers and scoring are those of a stock lm-eval run.
 
 Suites:
   local           zero-shot tasks on a local pack (the default; ../shared/benchmarks is such a pack)
@@ -17,6 +18,7 @@ The Hub suites take `eval.pack=FOLDER` to run on local files of the same schemas
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -32,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_FILE = "test.jsonl"
 FEWSHOT_FILE = "fewshot.jsonl"
 IRT_PACKAGE = "tinyBenchmarks"
+LOCAL_LOADERS = ("json", "csv", "parquet", "text", "arrow")  # Hugging Face's loaders of local data files
 
 
 class EvalError(ValueError):
@@ -41,9 +44,9 @@ class EvalError(ValueError):
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    upstream: str  # task file, relative to lm-eval's tasks folder
-    folder: str  # pack folder holding test.jsonl (and fewshot.jsonl)
-    metric: str
+    upstream: str  # task file, relative to lm-eval's tasks folder (absolute for a task found by name)
+    folder: Optional[str]  # pack folder holding test.jsonl (and fewshot.jsonl); None: the task's own data
+    metric: str  # the metric whose per-item scores are paired
     fewshot: int = 0
     filter: str = "none"  # for generation tasks: the lm-eval filter whose score counts
     extra_fields: tuple = ()  # fields beyond the original schema (tinyMMLU's pre-rendered prompt)
@@ -144,29 +147,107 @@ def _on_hub_or_pack(eval_cfg, suite: dict[str, TaskSpec], irt: bool) -> Plan:
 def _on_pack(eval_cfg, suite: dict[str, TaskSpec]) -> Plan:
     specs = _specs(eval_cfg, suite)
     pack, looked = find_pack(eval_cfg.pack)
-    if pack is None:
-        return Plan(eval_cfg.name, [], None, [f"no benchmark pack found (looked in {', '.join(looked)}): utility "
-                                              "not measured, drift only; set eval.pack=FOLDER or $OML_BENCHMARKS"])
+    unmeasured = [s.name for s in specs if s.folder is not None]
+    if pack is None and unmeasured:
+        own = [s for s in specs if s.folder is None]  # lm-eval's tasks bring their own data
+        lost = f"{', '.join(unmeasured)} not measured" if own else "utility not measured, drift only"
+        return Plan(eval_cfg.name, own, None, [f"no benchmark pack found (looked in {', '.join(looked)}): {lost}; "
+                                               "set eval.pack=FOLDER or $OML_BENCHMARKS"])
     return Plan(eval_cfg.name, specs, pack, [])
 
 
 def _specs(eval_cfg, suite: dict[str, TaskSpec]) -> list[TaskSpec]:
-    unknown = [t for t in eval_cfg.tasks if t not in suite]
-    if unknown:
-        raise EvalError(f"eval.tasks: {unknown} not in suite {eval_cfg.name!r}; known: {list(suite)}")
-    return [suite[t] for t in eval_cfg.tasks]
+    return [suite[t] if t in suite else lm_eval_spec(t, eval_cfg, suite) for t in eval_cfg.tasks]
+
+
+def lm_eval_spec(name: str, eval_cfg, suite: dict[str, TaskSpec]) -> TaskSpec:
+    """A task outside the suite, as lm-eval indexes it: its own data, few-shot count and filter."""
+    from lm_eval.tasks._index import Kind
+
+    entry = task_index(eval_cfg.include_path).get(name)
+    if entry is None:
+        raise EvalError(f"eval.tasks: {name!r} is not an lm-eval task (nor one of suite {eval_cfg.name}'s: "
+                        f"{', '.join(suite)}); see `lm-eval ls tasks`, or add its YAML with eval.include_path=FOLDER")
+    if entry.kind not in (Kind.TASK, Kind.PY_TASK) or entry.yaml_path is None:
+        raise EvalError(f"eval.tasks: {name!r} is an lm-eval {entry.kind.name.lower()}; name its tasks one by one "
+                        f"(`lm-eval ls subtasks`), as each task's items are paired on their own")
+    filters = entry.cfg.get("filter_list") or []
+    return TaskSpec(name, str(entry.yaml_path), None, paired_metric(name, entry.cfg),
+                    fewshot=entry.cfg.get("num_fewshot") or 0, filter=filters[0]["name"] if filters else "none")
+
+
+@functools.lru_cache(maxsize=4)
+def task_index(include_path: Optional[str]) -> dict:
+    """lm-eval's index of its own tasks and those under include_path (seconds to build, so only for names outside the
+    suite, once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(Path(include_path).resolve()) if include_path else None).task_index
+
+
+def paired_metric(name: str, cfg: dict) -> str:
+    """The first of a task's metrics that lm-eval averages over items, so that item scores can be paired."""
+    from lm_eval.api.registry import DEFAULT_METRIC_REGISTRY, get_aggregation, get_metric_aggregation
+
+    listed = cfg.get("metric_list") or [{"metric": m} for m in DEFAULT_METRIC_REGISTRY.get(cfg.get("output_type"), [])]
+    mean = get_aggregation("mean")
+    for m in listed:
+        aggregation = m.get("aggregation")
+        if aggregation == "mean" or (aggregation is None and get_metric_aggregation(m["metric"]) is mean):
+            return m["metric"]
+    raise EvalError(f"eval.tasks: {name!r} has no metric averaged over items (it has "
+                    f"{', '.join(str(m['metric']) for m in listed) or 'none'}), which the paired statistics need; "
+                    "choose another task")
 
 
 def check(plan_: Plan, num_fewshot: Optional[int]) -> None:
     """Fail before any model is loaded when the plan's data cannot be read: every pack file the tasks read, checked
-    line by line, or the Hub datasets reachable (cached, when offline)."""
-    if plan_.pack is None:
-        if plan_.specs:
-            require_hub(plan_)
-        return
+    line by line, the local files a task's own config loads, and the Hub datasets reachable (cached, when offline)."""
     for spec in plan_.specs:
-        for path in files(plan_, spec, plan_.fewshot(spec, num_fewshot)).values():
-            validate(path, spec)
+        if on_pack(plan_, spec):
+            for path in files(plan_, spec, plan_.fewshot(spec, num_fewshot)).values():
+                validate(path, spec)
+        else:
+            require_data_files(spec)
+    require_hub(plan_)
+
+
+def require_data_files(spec: TaskSpec) -> None:
+    for path in data_files(spec) or []:
+        if not path.exists():
+            raise EvalError(f"{path}: missing (task {spec.name} loads it: dataset_kwargs.data_files of "
+                            f"{upstream_path(spec)})")
+
+
+def on_pack(plan_: Plan, spec: TaskSpec) -> bool:
+    return plan_.pack is not None and spec.folder is not None
+
+
+def sources(plan_: Plan, spec: TaskSpec, num_fewshot: Optional[int]) -> list[Path]:
+    """The local files a task's scores depend on beyond lm-eval: its pack files, or the user's task file (not the files
+    it includes) and the data files it loads."""
+    if on_pack(plan_, spec):
+        return list(files(plan_, spec, plan_.fewshot(spec, num_fewshot)).values())
+    own = [] if upstream_path(spec).is_relative_to(lm_eval_tasks()) else [upstream_path(spec)]
+    return own + (data_files(spec) or [])
+
+
+def data_files(spec: TaskSpec) -> Optional[list[Path]]:
+    """The local files or folder a task's own config loads its data from; None for a Hub dataset."""
+    cfg = read_upstream(spec)
+    path = cfg.get("dataset_path")
+    if path is None:
+        return []  # a task class loads its own data: nothing to check from here
+    if path in LOCAL_LOADERS:
+        return [Path(f) for f in _strings((cfg.get("dataset_kwargs") or {}).get("data_files") or [])]
+    return [Path(path)] if Path(path).expanduser().is_dir() else None
+
+
+def _strings(value) -> list[str]:
+    """The paths of a `data_files` value: one path, a list of them, or a dict of split to either."""
+    if isinstance(value, str):
+        return [value]
+    return [s for v in (value.values() if isinstance(value, dict) else value) for s in _strings(v)]
 
 
 def find_pack(pack: Optional[str]) -> tuple[Optional[Path], list[str]]:
@@ -245,15 +326,15 @@ def task_name(plan_: Plan, spec: TaskSpec) -> str:
 
 
 def task_file(plan_: Plan, spec: TaskSpec, fewshot: int) -> dict:
-    """One task's file: the upstream file included, with our task name, few-shot count and metric, and the pack's
-    files as its data when a pack is used."""
+    """One task's file: the upstream file included, with our task name and few-shot count, and the pack's files as its
+    data when a pack is used."""
     upstream = read_upstream(spec)
-    metrics = [m for m in upstream["metric_list"] if m["metric"] == spec.metric]
-    cfg = {"task": task_name(plan_, spec), "num_fewshot": fewshot, "metric_list": metrics}
-    if plan_.pack is not None:
+    metrics = upstream.get("metric_list", [])
+    cfg = {"task": task_name(plan_, spec), "num_fewshot": fewshot}
+    if on_pack(plan_, spec):
         cfg.update(_local_data(upstream, files(plan_, spec, fewshot)))
     if plan_.irt or not any(_import_path(m.get("aggregation")) for m in metrics):
-        return {"include": str(lm_eval_tasks() / spec.upstream), **_with_import_paths(cfg)}
+        return {"include": str(upstream_path(spec)), **_with_import_paths(cfg)}
     # tinyBenchmarks' IRT aggregation, where the plan has no IRT estimate: the plain mean. lm-eval imports every
     # helper a task file names as it reads the file, and that one needs a package that may be absent, so the file is
     # written out whole (lm-eval's own reading of it, helpers by import path) instead of being included.
@@ -265,7 +346,11 @@ def read_upstream(spec: TaskSpec) -> dict:
     """The upstream task file as lm-eval reads it, includes merged and `!function` helpers left unimported."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    return load_yaml(lm_eval_tasks() / spec.upstream, resolve_func=False)
+    return load_yaml(upstream_path(spec), resolve_func=False)
+
+
+def upstream_path(spec: TaskSpec) -> Path:
+    return (lm_eval_tasks() / spec.upstream).resolve()  # an absolute upstream stays as it is
 
 
 def _local_data(upstream: dict, paths: dict[str, Path]) -> dict:
@@ -316,20 +401,36 @@ def _with_import_paths(value):
     return value if path is None else _Helper(path)
 
 
-def hub_datasets(plan_: Plan) -> list[str]:
-    return sorted({read_upstream(s)["dataset_path"] for s in plan_.specs})
+def hub_datasets(plan_: Plan) -> dict[TaskSpec, str]:
+    """The Hub dataset of each task that reads one."""
+    return {s: read_upstream(s)["dataset_path"] for s in plan_.specs if not on_pack(plan_, s) and data_files(s) is None}
 
 
 def require_hub(plan_: Plan) -> None:
     """Fail at once, naming the local alternative, when Hub data cannot be had (instead of hanging on retries)."""
-    datasets_ = hub_datasets(plan_)
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    missing = [d for d in datasets_ if not _in_hf_cache(d)] if offline else ([] if _hub_reachable() else datasets_)
-    if missing:
-        raise EvalError(f"eval={plan_.suite} reads {', '.join(missing)} from the Hugging Face Hub, which cannot be "
-                        "reached from here (offline, not cached). Use eval=local (a local JSONL pack such as "
-                        "../shared/benchmarks), or keep this suite and give eval.pack=FOLDER with files of the same "
-                        "schemas")
+    lost = unreachable(hub_datasets(plan_))
+    if lost:
+        raise EvalError(f"eval={plan_.suite}: {', '.join(s.name for s in lost)} read "
+                        f"{', '.join(sorted(set(lost.values())))} from the Hugging Face Hub, which cannot be reached "
+                        f"from here (offline, not cached); {'; '.join(_local_alternatives(lost))}")
+
+
+def unreachable(needed: dict[TaskSpec, str]) -> dict[TaskSpec, str]:
+    """The tasks whose dataset cannot be had: not cached when offline, every one when the Hub does not answer."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return {s: d for s, d in needed.items() if not _in_hf_cache(d)}
+    return {} if not needed or _hub_reachable() else needed
+
+
+def _local_alternatives(lost: dict[TaskSpec, str]) -> list[str]:
+    fixes = []
+    if any(s.folder is not None for s in lost):
+        fixes.append("for the suite's tasks use eval=local (a local JSONL pack such as ../shared/benchmarks), or keep "
+                     "this suite and give eval.pack=FOLDER with files of the same schemas")
+    if any(s.folder is None for s in lost):
+        fixes.append("for lm-eval's own tasks give a task YAML reading local files (dataset_path: json, "
+                     "dataset_kwargs.data_files) in eval.include_path")
+    return fixes
 
 
 def _in_hf_cache(dataset: str) -> bool:
