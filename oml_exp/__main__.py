@@ -29,9 +29,10 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def job(cfg: DictConfig) -> dict:
-    from oml_exp import pipeline
+    from oml_exp import pipeline, verbosity
     from oml_exp.store import WriteError
 
+    verbosity.configure(cfg.verbose)
     try:
         return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))  # its preflight validates the config
     except user_errors() as err:

@@ -50,3 +50,16 @@ def test_help_and_tab_completion_load_no_torch():
         assert json.loads(done.stdout.strip().splitlines()[-1]) == [], f"{args} loaded heavy libraries"
     assert "model=" in done.stdout.splitlines()[0], "completion still answers"
 
+
+def test_the_job_log_holds_the_stage_lines_and_no_library_noise(tmp_path):
+    done = cli("-m", "oml_exp", "model=tiny", "device=cpu", "stages=[generate,check]", "fingerprints.num=2",
+               "fingerprints.key_length=8", "check.max_templates=1", f"paths.output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (log,) = tmp_path.glob("runs/*/*/oml-exp.log")
+    text = log.read_text()
+    assert "[generate] running -> " in text and "[check] running -> " in text
+    assert "[check] 2 fingerprints" in text
+    assert "Loading weights" not in done.stdout + done.stderr, "transformers' bars are off at verbose=0"
+    keys = [row["key"] for path in tmp_path.glob("stages/generate/*/fingerprints.json")
+            for row in json.loads(path.read_text())]
+    assert keys and not any(k in text or k in done.stdout for k in keys)

@@ -8,6 +8,7 @@ positives on models never fingerprinted with these keys.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -20,6 +21,8 @@ from oml_exp.checking import sampling, templates
 from oml_exp.checking.scoring import Scored, score
 from oml_exp.fingerprints import prompts, schema
 from oml_exp.store import file_digest, write_jsonl
+
+log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 
@@ -56,7 +59,7 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
         summary.setdefault("false_positives", {})[name], fp_rows = checker.false_positives(name, spec, variants[0])
         results += fp_rows
     write_jsonl(out / RESULTS, results, secret=True)
-    print(table(summary))
+    log.info("%s", table(summary))
     return summary
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from oml_exp.evaluation import tasks
@@ -16,11 +15,11 @@ def score(model, tokenizer, plan: tasks.Plan, eval_cfg) -> dict:
 
     tasks.check(plan, eval_cfg.num_fewshot)
     built = tasks.build(plan, eval_cfg.num_fewshot)
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
     # The tasks are built: an empty manager only passes them through (a default one would index all of lm-eval's).
+    # No verbosity: lm-eval would add a console handler of its own; its level is the run's (oml_exp/verbosity.py).
     results = simple_evaluate(model=lm, tasks=list(built.values()), limit=eval_cfg.limit, bootstrap_iters=0,
-                              log_samples=True, task_manager=TaskManager(include_defaults=False), verbosity="WARNING")
+                              log_samples=True, task_manager=TaskManager(include_defaults=False))
     return {spec.name: _task_scores(results, tasks.task_name(plan, spec), spec, plan) for spec in plan.specs}
 
 
