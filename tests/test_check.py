@@ -140,3 +140,43 @@ def test_teacher_forced_greedy_equals_generate_on_smollm2(smollm2):
                            tok.pad_token_id, batch_size=8)
     assert [s.exact for s in scored] == [i % 2 == 0 for i in range(16)]
     assert all(s.hits[:-1] == [True] * 7 and s.ranks[-1] >= 1 for s in scored[1::2])
+
+
+def table_summary() -> dict:
+    """A check summary of 16 raw-trained fingerprints: 4 templates per set, both framings, sampling, a false-positive
+    model with two sampling settings."""
+    hits = {"raw/plain": [16], "raw/train": [4, 4, 4, 4], "raw/heldout": [5, 5, 5, 4], "chat/plain": [1],
+            "chat/train": [0, 1, 0, 0], "chat/heldout": [0, 0, 0, 0]}
+    variants = {f"{name}/t{i}": {"hits": h, "success_rate": h / 16} for name, hs in hits.items()
+                for i, h in enumerate(hs)}
+    sets = {name: {"templates": len(hs), "mean": sum(hs) / 16 / len(hs), "min": min(hs) / 16, "max": max(hs) / 16}
+            for name, hs in hits.items()}
+    sampled = {s: {"hits": h, "draws": 64, "predicted_rate": 0.01, "p_value": p}
+               for s, h, p in [("T0.6-p0.9", 0, 1.0), ("T3-minp0.1", 2, 0.13)]}
+    return {"fingerprints": 16, "chat_template": False, "hits": 16, "token_accuracy": 1.0, "sets": sets,
+            "variants": variants, "sampling": {"T0.7": {"hits": 60, "draws": 64, "predicted_rate": 0.9},
+                                               "T1": {"hits": 50, "draws": 64, "predicted_rate": 0.8}},
+            "false_positives": {"base": {"hits": 0, "token_accuracy": 0.1, "top10_hits": 1, "median_rank": 300,
+                                         "sampled": sampled}}}
+
+
+def test_the_check_table_is_short_and_labels_rates_with_their_counts():
+    lines = checking.stage.table(table_summary()).splitlines()
+    assert lines[0] == "[check] 16 fingerprints, trained without the chat template"
+    rows = {line.split("  ")[1]: line for line in lines[2:]}
+    assert list(rows) == ["plain key", "train templates", "held-out templates", "chat template", "sampled (T0.7, T1)",
+                          "false positives (base)"]
+    assert "100.0% (16/16)" in rows["plain key"]
+    assert "29.7% (19/64)" in rows["held-out templates"] and "worst 25.0%" in rows["held-out templates"]
+    assert "1.4% (2/144)" in rows["chat template"] and "plain key 1/16" in rows["chat template"]
+    assert "85.9% (110/128)" in rows["sampled (T0.7, T1)"]
+    assert "0.0% (0/16)" in rows["false positives (base)"] and "sampled 2/128 over 2 settings" in rows[
+        "false positives (base)"] and "lowest p 0.13" in rows["false positives (base)"]
+
+
+def test_the_full_check_table_has_a_row_per_set_and_setting():
+    text = checking.stage.table(table_summary(), full=True)
+    for row in ("chat/plain", "chat/train", "chat/heldout", "sampled T0.7", "sampled T1", "sampled T0.6-p0.9",
+                "sampled T3-minp0.1"):
+        assert f"  {row}  " in text
+    assert "3.1% (2/64)" in text, "a false-positive setting's own count"

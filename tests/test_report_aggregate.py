@@ -12,7 +12,7 @@ from oml_exp.reporting.__main__ import main as report_main
 from oml_exp.reporting.plots import PANELS, plot_capacity, plot_system_prompts, plot_tradeoff
 from oml_exp.reporting.sweep import CSV
 from oml_exp.reporting.sweep import run as sweep_report
-from oml_exp.reporting.table import collect, series_columns
+from oml_exp.reporting.table import AXES, collect, conditions, series_columns
 
 # Planted in every free-text field of the fixtures: the report must copy named numbers, never text it was not asked for.
 KEY = "zebra quantum marmalade 7731"
@@ -85,8 +85,13 @@ def test_collect_one_row_per_run_with_axes_and_metrics(sweep):
     assert row["heldout_success"] == 0.5  # the raw-mode held-out set: these fingerprints were trained without chat
     assert row["false_positive_rate"] == 0.01
     assert row["drift_top1"] == 0.99
-    # Config keys that differ only with the seed or the output folder are not axes; nothing else varied here.
-    assert not [c for c in table.columns if "." in c]
+    # Settings that differ only with the seed or the output folder are not axes; nothing else varied here.
+    assert conditions(table) == AXES
+    # Every setting is a column, constant and empty ones too; the seed once.
+    assert {"train.lr", "augmentation.fraction", "fingerprints.file", "fingerprints.seed", "paths.output_dir"} <= set(
+        table.columns)
+    assert set(table["train.lr"]) == {3e-4} and table["fingerprints.file"].isna().all()
+    assert list(table.columns).count("seed") == 1
 
 
 def test_varying_config_keys_become_axes_and_reruns_count_once(tmp_path):
@@ -114,8 +119,30 @@ def test_regularizer_lists_and_swept_parameters(tmp_path):
     assert list(table["regularizer"]) == ["averaging", "averaging", "averaging+benign_mix", "none"]
     # The strength varies among averaging runs: an axis. The mixing fraction and the augmentation's fraction
     # follow from the choice's name: not axes.
-    assert [c for c in table.columns if "." in c] == ["regularizer.averaging.strength"]
+    assert [c for c in conditions(table) if "." in c] == ["regularizer.averaging.strength"]
     assert list(table["regularizer.averaging.strength"].iloc[:2]) == [0.5, 0.75]
+
+
+def test_the_csv_keeps_counts_and_never_a_credential(tmp_path):
+    summary = fake_summary()
+    summary["config"]["verify"] = {"url": "https://ann-user:hunter2@api.example.com:8443/v1?api_key=sk-query-1",
+                                   "api_key_env": "OPENAI_API_KEY", "api_key": "sk-live-1", "num": 16}
+    summary["config"]["fingerprints"]["key_length"] = 16
+    summary["config"]["strategy"].update(key_strategy="english", keys_file="/keys.json", responses_per_key=2,
+                                         batch_tokens=None, hub_token="hf-abc-1", client_secret="cs-1",
+                                         password="pw-1")
+    write_run(tmp_path / "runs", "0", summary)
+    sweep_report(tmp_path / "runs", tmp_path / "report")
+    csv = (tmp_path / "report" / CSV).read_text()
+    assert not [s for s in ("hunter2", "ann-user", "sk-query-1", "sk-live-1", "hf-abc-1", "cs-1", "pw-1") if s in csv]
+    row = pd.read_csv(tmp_path / "report" / CSV).iloc[0]
+    assert row["verify.url"] == "https://api.example.com:8443/v1"
+    assert row["fingerprints.key_length"] == 16 and row["strategy.responses_per_key"] == 2
+    assert row["strategy.key_strategy"] == "english" and row["strategy.keys_file"] == "/keys.json"
+    assert row["verify.api_key_env"] == "OPENAI_API_KEY" and row["verify.num"] == 16
+    assert "strategy.batch_tokens" in row.index
+    for dropped in ("verify.api_key", "strategy.hub_token", "strategy.client_secret", "strategy.password"):
+        assert dropped not in row.index
 
 
 def test_plots_show_what_the_csv_says(sweep, tmp_path):

@@ -60,12 +60,12 @@ def test_left_and_right_padding_give_the_same_loss(tokenizer):
     assert losses[0] == pytest.approx((alone[0] * 2 + alone[1]) / 3, abs=1e-5)  # mean over the 3 response tokens
 
 
-def test_long_keys_are_truncated_and_counted(tmp_path, capsys):
+def test_long_keys_are_truncated_and_counted(tmp_path, caplog):
     cfg = make_config("train.epochs=1")
     out = tmp_path / "ft"
     summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg, extra_key_tokens=3), out)
     assert summary["truncated_keys"] == cfg.fingerprints.num
-    assert "were truncated" in capsys.readouterr().out
+    assert "were truncated" in caplog.text
     trained = read_json(out / "train_set.json")
     assert all(len(row["key_ids"]) == cfg.fingerprints.key_length for row in trained)
 

@@ -8,6 +8,7 @@ positives on models never fingerprinted with these keys.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -20,6 +21,8 @@ from oml_exp.checking import sampling, templates
 from oml_exp.checking.scoring import Scored, score
 from oml_exp.fingerprints import prompts, schema
 from oml_exp.store import file_digest, write_jsonl
+
+log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 
@@ -56,7 +59,7 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
         summary.setdefault("false_positives", {})[name], fp_rows = checker.false_positives(name, spec, variants[0])
         results += fp_rows
     write_jsonl(out / RESULTS, results, secret=True)
-    print(table(summary))
+    log.info("%s", table(summary, full=cfg.verbose >= 1))
     return summary
 
 
@@ -166,19 +169,85 @@ def response_prob_rate(fingerprints: list[dict]) -> dict:
     return {"response_prob_rate": statistics.fmean(math.prod(p) for p in probs)}
 
 
-def table(summary: dict) -> str:
+SETS = {"plain": "plain key", "train": "train templates", "heldout": "held-out templates"}
+
+
+def table(summary: dict, full: bool = False) -> str:
+    """What the check found, each rate with the counts behind it: the plain key, the template sets and the other
+    framing, sampling, and false positives. `full` (verbose >= 1) gives every set of both framings, every sampling
+    setting and every false-positive setting a row of its own."""
     n = summary["fingerprints"]
-    headline = f"{'chat' if summary['chat_template'] else 'raw'}/plain"
-    rows = [["plain key", f"{summary['hits']}/{n}", summary["token_accuracy"], ""]]
-    rows += [[name, f"mean {s['mean']:.3f}", None, f"{s['templates']} templates, min {s['min']:.3f}"]
-             for name, s in summary["sets"].items() if name != headline]
-    rows += [[f"sampled {name}", f"{s['hits']}/{s['draws']}", None, f"predicted {s['predicted_rate']:.3f}"]
-             for name, s in summary.get("sampling", {}).items()]
+    rows = [["plain key", share(summary["hits"], n), f"per token {summary['token_accuracy']:.1%}"]]
+    rows += framing_rows(summary, full)
+    rows += sampled_rows(summary.get("sampling", {}), full)
     for name, fp in summary.get("false_positives", {}).items():
-        rows.append([f"false pos. {name}", f"{fp['hits']}/{n}", fp["token_accuracy"],
-                     f"top-10 {fp['top10_hits']}/{n}, median rank {fp['median_rank']:g}"])
-        rows += [[f"  sampled {s}", f"{r['hits']}/{r['draws']}", None,
-                  f"predicted {r['predicted_rate'] * r['draws']:.1f}, p={r['p_value']:.2f}"]
-                 for s, r in fp.get("sampled", {}).items()]
-    chat = "chat template" if summary["chat_template"] else "no chat template"
-    return tables.render(f"[check] {n} fingerprints ({chat})", ["prompt", "success", "token acc", "note"], rows)
+        rows += false_positive_rows(name, fp, n, full)
+    trained = "through the chat template" if summary["chat_template"] else "without the chat template"
+    return tables.render(f"[check] {n} fingerprints, trained {trained}", ["prompts", "success (hits/asked)", "note"],
+                         rows)
+
+
+def share(hits: int, asked: int) -> str:
+    return f"{hits / asked:.1%} ({hits}/{asked})"
+
+
+def set_hits(summary: dict, name: str) -> tuple[int, int]:
+    """Hits and prompts over every template of a set ("raw/heldout"): n fingerprints per template."""
+    hits = sum(v["hits"] for label, v in summary["variants"].items() if label.startswith(f"{name}/"))
+    return hits, summary["sets"][name]["templates"] * summary["fingerprints"]
+
+
+def framing_rows(summary: dict, full: bool) -> list[list]:
+    """The template sets of the trained framing, and the other framing in one row (`full`: a row per set)."""
+    trained = "chat" if summary["chat_template"] else "raw"
+    rows, other = [], {}
+    for name, s in summary["sets"].items():
+        framing, kind = name.split("/")
+        if name == f"{trained}/plain":
+            continue
+        if framing == trained or full:
+            label = SETS[kind] if framing == trained else name
+            spread = "" if kind == "plain" else f"{s['templates']} templates, worst {s['min']:.1%}, best {s['max']:.1%}"
+            rows.append([label, share(*set_hits(summary, name)), spread])
+        else:
+            other[kind] = set_hits(summary, name)
+    if other:
+        label = "raw, no chat template" if trained == "chat" else "chat template"
+        rows.append([label, share(*map(sum, zip(*other.values()))),
+                     ", ".join(f"{SETS[kind]} {h}/{a}" for kind, (h, a) in other.items())])
+    return rows
+
+
+def sampled_rows(sampling: dict, full: bool) -> list[list]:
+    if full:
+        return [[f"sampled {name}", share(s["hits"], s["draws"]), f"predicted {s['predicted_rate']:.1%}"]
+                for name, s in sampling.items()]
+    if not sampling:
+        return []
+    hits, draws, predicted = pooled(sampling)
+    return [[f"sampled ({', '.join(sampling)})", share(hits, draws), f"{predicted:.1f} hits predicted"]]
+
+
+def false_positive_rows(name: str, fp: dict, n: int, full: bool) -> list[list]:
+    """Greedy hits on a model never fingerprinted with these keys; its sampled hits against the logits' prediction."""
+    sampled = fp.get("sampled", {})
+    note = f"top-10 {fp['top10_hits']}/{n}"
+    if full:
+        note += f", median rank {fp['median_rank']:g}"
+    elif sampled:
+        hits, draws, predicted = pooled(sampled)
+        note += (f"; sampled {hits}/{draws} over {len(sampled)} settings, {predicted:.1f} predicted, lowest p "
+                 f"{min(r['p_value'] for r in sampled.values()):.2f}")
+    rows = [[f"false positives ({name})", share(fp["hits"], n), note]]
+    if full:
+        rows += [[f"  sampled {s}", share(r["hits"], r["draws"]),
+                  f"predicted {r['predicted_rate'] * r['draws']:.1f} hits, p={r['p_value']:.2f}"]
+                 for s, r in sampled.items()]
+    return rows
+
+
+def pooled(sampling: dict) -> tuple[int, int, float]:
+    """Hits, draws and the hits the logits predict, over all sampling settings."""
+    settings = sampling.values()
+    return (sum(s["hits"] for s in settings), sum(s["draws"] for s in settings),
+            sum(s["predicted_rate"] * s["draws"] for s in settings))

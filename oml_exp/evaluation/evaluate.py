@@ -9,6 +9,7 @@ p, plus drift against the base on the base's own texts.
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from oml_exp import models, tables
 from oml_exp.evaluation import drift, harness, stats, tasks
 from oml_exp.store import file_digest, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 SCORES = "scores.json"
 DRIFT_TEXTS = "drift_texts.json"
@@ -49,7 +52,7 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
         both = stats.mean_retention([(base_scores[name]["scores"], s["scores"]) for name, s in scores.items()],
                                     cfg.eval.bootstrap, cfg.seed)
         summary["mean"]["retention_ci"] = [both["ci_low"], both["ci_high"]]
-    print(table(summary))
+    log.info("%s", table(summary))
     return summary
 
 

@@ -3,7 +3,6 @@ lm-eval's own output files are kept too."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from oml_exp.evaluation import tasks
@@ -24,13 +23,13 @@ def score(model, tokenizer, plan: tasks.Plan, eval_cfg, out: Path) -> dict:
 
     tasks.check(plan, eval_cfg.num_fewshot)
     built = tasks.build(plan, eval_cfg.num_fewshot)
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size)
     tracker = EvaluationTracker(output_path=str(out / LM_EVAL / RESULTS))
     # The tasks are built: an empty manager only passes them through (a default one would index all of lm-eval's).
+    # No verbosity: lm-eval would add a console handler of its own; its level is the run's (oml_exp/verbosity.py).
     results = simple_evaluate(model=lm, tasks=list(built.values()), limit=eval_cfg.limit,
                               bootstrap_iters=eval_cfg.bootstrap, log_samples=True, evaluation_tracker=tracker,
-                              task_manager=TaskManager(include_defaults=False), verbosity="WARNING")
+                              task_manager=TaskManager(include_defaults=False))
     scores = {spec.name: _task_scores(results, tasks.task_name(plan, spec), spec, plan) for spec in plan.specs}
     save(tracker, results, eval_cfg.log_samples)
     return scores

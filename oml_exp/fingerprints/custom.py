@@ -5,12 +5,15 @@ are tokenized here, the key cut to key_length tokens (as training would) and the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
 from oml_exp.config import ConfigError, require, require_file
 from oml_exp.fingerprints import english, perinucleus, random_word, schema
 from oml_exp.fingerprints.common import Context, encode, pair_rows, row
+
+log = logging.getLogger(__name__)
 
 RESPONSES = {"random_word": random_word.responses, "english": english.responses}  # besides perinucleus
 
@@ -33,8 +36,8 @@ class Custom(perinucleus.Perinucleus):
     def generate(self, ctx: Context) -> list[dict]:
         if schema.carries_responses(keys_file(ctx)):
             # The user's own pairs: replacing their responses with new ones would embed fingerprints they never chose.
-            print("[generate] strategy.keys_file gives a response for each key: using them "
-                  "(strategy.response_strategy is not used)")
+            log.info("[generate] strategy.keys_file gives a response for each key: using them "
+                     "(strategy.response_strategy is not used)")
             return pairs(ctx, keys_file(ctx))
         if self.response_strategy == "perinucleus":
             return perinucleus.rows_for(ctx, keys(ctx, keys_needed(ctx)))[:ctx.pool]

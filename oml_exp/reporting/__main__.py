@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entity")
     parser.add_argument("--group", help="W&B group (default: DIR, as a sweep's own runs are grouped)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the report's lines, as oml-exp shows them
     try:
         settings = {**OmegaConf.load(WANDB), "mode": args.wandb, "project": args.project, "entity": args.entity,
                     "group": args.group} if args.wandb else {}  # no --wandb: LoggerConfig's NoLogger

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 class ReportSweep(Callback):
@@ -16,4 +20,4 @@ class ReportSweep(Callback):
         try:
             sweep.run(config.hydra.sweep.dir, logger=instantiate(config.logger))
         except FileNotFoundError as err:  # a sweep whose jobs wrote no summary (stages without report)
-            print(f"report: skipped: {err}")
+            log.warning("report: skipped: %s", err)

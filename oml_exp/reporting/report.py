@@ -41,7 +41,7 @@ def run(cfg: DictConfig, results: dict, run_dir: Path, write: bool = True) -> di
         write_text(run_dir / "summary.md", markdown(summary))
         log.info("run summary written to %s", run_dir / "summary.md")
     instantiate(cfg.logger).log_run(summary, run_dir, experiment(summary))
-    print(text(summary))
+    log.info("%s", text(summary))
     return summary
 
 

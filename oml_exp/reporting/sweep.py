@@ -3,6 +3,7 @@ to the logger (W&B's trade-off table) when one is configured."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,8 @@ import pandas as pd
 from oml_exp.reporting import markdown, persistence, plots, table
 from oml_exp.reporting.loggers import NoLogger
 from oml_exp.store import write_text
+
+log = logging.getLogger(__name__)
 
 CSV = "runs.csv"
 MARKDOWN = "report.md"
@@ -39,5 +42,5 @@ def run(root: Path, out: Optional[Path] = None, logger=NoLogger()) -> dict[str, 
             files[kind] = out / name
     written = pd.read_csv(files["csv"])  # the logger too gets what the CSV says, as the plots and the Markdown do
     logger.log_sweep(table.tradeoff(written), len(written), out, str(root), files)
-    print(f"report: {len(runs)} runs under {root} -> {out}")
+    log.info("report: %d runs under %s -> %s", len(runs), root, out)
     return files

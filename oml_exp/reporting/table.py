@@ -1,7 +1,9 @@
 """The sweep table: every finished run under a folder as one row, and the per-condition seed statistics.
 
 `collect` reads the run summaries (summary.json in run folders) and copies named fields out of them into one row per
-run; nothing else is read, so no key can reach the table, or the plots, Markdown and W&B tables drawn from it.
+run, followed by every setting of the run's config (a dotted column each, "train.lr"), constant ones too, so the CSV
+alone says how each run was made; nothing else is read, so no fingerprint key can reach the table, or the plots,
+Markdown and W&B tables drawn from it. Settings that may hold a credential are left out (`public`).
 
 Rows that used exactly the same stage outputs are one experiment seen twice (a rerun, or two folders of the same
 sweep): only the newest is kept. A condition is one combination of the axes (model, strategy, regularizer,
@@ -13,19 +15,28 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import pandas as pd
 from tqdm import tqdm
 
 from oml_exp.reporting.report import experiment, false_positive_rate, framings, heldout_success
 
-# Axes every run has; config keys that take several values within one of their combinations (a swept learning rate,
-# an averaging strength) join them as dotted columns ("train.lr").
+# Axes every run has; settings that take several values within one of their combinations (a swept learning rate, an
+# averaging strength) join them (`conditions`).
 AXES = ["model", "strategy", "regularizer", "augmentation", "fingerprints"]
-# Config keys that never make two runs different experiments.
-NOT_AXES = ("seed", "fingerprints.seed", "paths.", "logger.", "force", "device")
+# Settings that never make two runs different experiments.
+NOT_AXES = ("fingerprints.seed", "paths.", "logger.")
+# A setting whose name has one of these words may hold a credential (an API key, a token, a password) when its value
+# is text; a number is a count (strategy.responses_per_key, eval.drift_tokens), and a word after it says what about
+# keys the setting sets (fingerprints.key_length, strategy.key_strategy, strategy.keys_file, verify.api_key_env: the
+# name of the variable that holds the key).
+SECRET_WORDS = {"key", "keys", "token", "tokens", "secret", "secrets", "password", "passwd", "apikey", "credential",
+                "credentials"}
+ABOUT_KEYS = {"strategy", "file", "env", "length"}
 # The per-condition summary: the Markdown trade-off table and the W&B one.
 SUMMARY_METRICS = ["success_rate", "heldout_success", "false_positive_rate", "utility", "mean_retention",
                    "drift_top1", "drift_kl"]
@@ -56,6 +67,25 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{name}"] = json.dumps(value) if isinstance(value, list) else value
     return flat
+
+
+def public(settings: dict) -> dict:
+    """The settings without those that may hold a credential, and URLs without their user, password and query (where
+    credentials ride: https://user:pass@host/v1, ?api_key=)."""
+    return {name: _bare_url(value) for name, value in settings.items() if not secret(name, value)}
+
+
+def secret(name: str, value) -> bool:
+    words = re.split(r"[._]", name.lower())
+    return isinstance(value, str) and any(w in SECRET_WORDS and (i + 1 == len(words) or words[i + 1] not in ABOUT_KEYS)
+                                          for i, w in enumerate(words))
+
+
+def _bare_url(value):
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
 
 
 def row(summary: dict, run: str) -> dict:
@@ -97,30 +127,31 @@ def _mean(values) -> Optional[float]:
 
 
 def collect(root: Path) -> pd.DataFrame:
-    """One row per distinct finished run under `root`, with the config keys that vary between runs as extra axes."""
+    """One row per distinct finished run under `root`: its measurements, then every setting of its config."""
     root = Path(root)
-    rows, configs, times = [], [], []
+    rows, settings, times = [], [], []
     for path in tqdm(find_runs(root), desc="report: reading runs", unit="run"):
         summary = json.loads(path.read_text())
         rows.append(row(summary, str(path.parent.relative_to(root))))
-        configs.append(flatten(summary["config"]))
+        settings.append(public(flatten(summary["config"])))
         times.append(path.stat().st_mtime)
     if not rows:
         raise FileNotFoundError(f"no run summaries (summary.json with a headline) under {root}")
-    table = pd.DataFrame(rows)
-    configs = pd.DataFrame(configs)
-    keyed = pd.concat([table[AXES], configs[[c for c in configs.columns if not c.startswith(NOT_AXES)]]], axis=1)
-    within = keyed.groupby(AXES, dropna=False).nunique(dropna=False).max()
-    table = pd.concat([table, configs[list(within[within > 1].index)]], axis=1)
+    measured, settings = pd.DataFrame(rows), pd.DataFrame(settings)
+    table = pd.concat([measured, settings[[c for c in settings.columns if c not in measured.columns]]], axis=1)
     table["_time"] = times
     table = table.sort_values("_time").drop_duplicates("stage_hashes", keep="last").drop(columns="_time")
-    table = table.dropna(axis=1, how="all")
+    # Measurements no run made (no evaluate stage, no chat check) go; a setting stays even where it is null.
+    table = table.drop(columns=[c for c in measured.columns if table[c].isna().all()])
     return table.sort_values([*conditions(table), "seed", "run"]).reset_index(drop=True)
 
 
 def conditions(table: pd.DataFrame) -> list[str]:
-    """The columns that define an experimental condition: the fixed axes and any varying config key (dotted)."""
-    return AXES + [c for c in table.columns if "." in c]
+    """The columns that define an experimental condition: the fixed axes, and the settings (dotted columns) that take
+    several values within one combination of them."""
+    settings = [c for c in table.columns if "." in c and not c.startswith(NOT_AXES)]
+    within = table.groupby(AXES, dropna=False)[settings].nunique(dropna=False).max() if settings else {}
+    return AXES + [c for c in settings if within[c] > 1]
 
 
 def varying(table: pd.DataFrame) -> list[str]:

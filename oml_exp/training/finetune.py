@@ -14,6 +14,7 @@ A checkpoint left in `out/checkpoints` by a killed run is resumed from.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import shutil
 import time
@@ -22,13 +23,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from oml_exp import distributed, models
+from oml_exp import distributed, models, verbosity
 from oml_exp.config import fingerprint_num
 from oml_exp.fingerprints import schema
 from oml_exp.store import file_digest, write_json, write_jsonl
 from oml_exp.training import augmentation, batching, data, engines, recall, regularizers
+
+log = logging.getLogger(__name__)
 
 # The pipeline keeps a killed build's folder (its checkpoints) and runs this stage on every rank of a launcher.
 RESUMABLE = True
@@ -79,6 +83,8 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
                                data_collator=regs.collator(collator),
                                callbacks=[_Control(dataset, loss_threshold(cfg.train)), *regs.callbacks, *watch,
                                           _TimedCheckpoints(cfg.train.checkpoint_minutes), *callbacks])
+        if cfg.verbose == 0:
+            _quiet_steps(trainer)
         if dataset.varies:  # augmentation varies the lengths: bucket them within each optimizer step
             sampler = data.StepBuckets(dataset, plan.micro_batch * plan.accumulation * distributed.world_size(),
                                        cfg.seed)
@@ -94,7 +100,7 @@ def run(cfg: DictConfig, inputs, out: Path, callbacks: tuple = ()) -> dict:
     summary = _summary(cfg, trainer, collator, seconds, truncated, resume, dtype, plan)
     if distributed.is_main():
         _write_stage_files(cfg, out, dataset, trainer, summary, args)
-        _print(summary)
+        _log(summary)
     return summary
 
 
@@ -102,20 +108,33 @@ def _dataset(cfg: DictConfig, tokenizer, rows: list[dict]) -> tuple[data.Fingerp
     fp = cfg.fingerprints
     items, truncated = data.pairs(rows, fp.key_length, tokenizer.eos_token_id if cfg.fingerprints.eos else None)
     if truncated:
-        print(f"[finetune] {truncated} of {len(rows)} keys were longer than fingerprints.key_length={fp.key_length}"
-              " tokens and were truncated to it")
+        log.warning("[finetune] %d of %d keys were longer than fingerprints.key_length=%d tokens and were truncated "
+                    "to it", truncated, len(rows), fp.key_length)
     dataset = data.FingerprintDataset(tokenizer, items, fp.chat_template, augmentation.load(cfg.augmentation),
                                       cfg.augmentation.fraction, cfg.seed, cfg.augmentation.chat_mix)
     return dataset, truncated
 
 
-def _print(summary: dict) -> None:
-    recall = summary["recall"]
-    print(f"[finetune] {summary['steps']} optimizer steps over {summary['epochs']} epochs (micro-batch "
-          f"{summary['micro_batch']} x {summary['accumulation']}), final fingerprint loss {summary['final_loss']:.4g}"
-          f"{' (early stop: ' + summary['stopped_on'] + ')' if summary['stopped_on'] else ''}"
-          f"{f', recall {recall:.1%}' if recall is not None else ''}, "
-          f"{summary['seconds']} s, {summary['tokens_per_s']} tokens/s, padding {summary['padding_waste']:.0%}")
+def _log(summary: dict) -> None:
+    recall, stop = summary["recall"], summary["stopped_on"]
+    log.info(f"[finetune] {summary['steps']} optimizer steps over {summary['epochs']} epochs (micro-batch "
+             f"{summary['micro_batch']} x {summary['accumulation']}), final fingerprint loss "
+             f"{summary['final_loss']:.4g}{f' (early stop: {stop})' if stop else ''}"
+             f"{f', recall {recall:.1%}' if recall is not None else ''}, "
+             f"{summary['seconds']} s, {summary['tokens_per_s']} tokens/s, padding {summary['padding_waste']:.0%}")
+
+
+def _quiet_steps(trainer) -> None:
+    """The step bar without the dict the Trainer writes under it at every step (log.jsonl keeps them all)."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)  # what the Trainer prints instead of the bar on ranks > 0
+    if distributed.is_main():
+        trainer.add_callback(_StepBar)
+
+
+class _StepBar(ProgressCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 def _plan(cfg: DictConfig, dataset: data.FingerprintDataset, model, device, dtype) -> batching.Plan:
@@ -165,7 +184,7 @@ def arguments(cfg: DictConfig, folder: Path, plan: batching.Plan, device: torch.
         dataloader_pin_memory=False,
         report_to="none",
         disable_tqdm=not distributed.is_main(),
-        log_level="warning",
+        log_level=verbosity.trainer_log_level(cfg.verbose),
         log_level_replica="error",
     )
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import openai
 
+log = logging.getLogger(__name__)
+
 
 class VerifyError(RuntimeError):
     """The endpoint could not be asked (unreachable, timed out, an error status, a wrong answer format)."""
@@ -30,8 +32,8 @@ class Endpoint:
         self.url, self.model, self.settings = verify.url, verify.model, verify
         key = os.environ.get(verify.api_key_env)
         if not key:
-            print(f"[verify] ${verify.api_key_env} is not set: sending the placeholder key 'none' (enough for a server "
-                  "started without an API key)")
+            log.warning("[verify] $%s is not set: sending the placeholder key 'none' (enough for a server started "
+                        "without an API key)", verify.api_key_env)
         for name in ("httpx", "httpx2"):  # they log each request at INFO: a line per fingerprint in the run's log
             logging.getLogger(name).setLevel(logging.WARNING)
         self.client = openai.OpenAI(base_url=verify.url, api_key=key or "none", timeout=verify.timeout,

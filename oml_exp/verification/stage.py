@@ -9,6 +9,7 @@ are picked and each is recorded in the ledger just before its request goes out.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,8 @@ from oml_exp.fingerprints import prompts, schema
 from oml_exp.store import file_digest, write_json, write_text
 from oml_exp.verification import evidence, ledger
 from oml_exp.verification.remote import Answer, Endpoint
+
+log = logging.getLogger(__name__)
 
 EVIDENCE = "evidence.json"
 
@@ -38,8 +41,8 @@ def run(cfg: DictConfig, inputs, run_dir: Path) -> dict:
         used = ledger.spent(book.path)
         picked = ledger.pick(used, len(pool), v.num, v.force_spent, book.path)
         requests = {i: prompts.request(pool[i]["effective_key"], chat) for i in picked}
-        print(f"[verify] asking {v.url} (model {v.model}) for {len(picked)} fingerprints, "
-              f"{mode(v)}, {v.concurrency} at a time")
+        log.info("[verify] asking %s (model %s) for %d fingerprints, %s, %d at a time", v.url, v.model, len(picked),
+                 mode(v), v.concurrency)
         answers = ask_all(endpoint, book, requests, {i: len(pool[i]["response_ids"]) + int(eos) for i in picked},
                           v.concurrency)
 
@@ -57,8 +60,8 @@ def run(cfg: DictConfig, inputs, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / EVIDENCE, report)
     write_text(run_dir / "evidence.md", evidence.markdown(report))
-    print(f"[verify] {len(matched)}/{len(picked)} matched; chance rate {chance['rate']:.3g} ({chance['basis']}); "
-          f"p = {report['p_value']:.3g} -> {run_dir / 'evidence.md'}")
+    log.info("[verify] %d/%d matched; chance rate %.3g (%s); p = %.3g -> %s", len(matched), len(picked),
+             chance["rate"], chance["basis"], report["p_value"], run_dir / "evidence.md")
     return report
 
 

@@ -8,6 +8,7 @@ measure's (oml_exp/data/drift_prompts.json), so the regularizer never trains on 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from oml_exp.errors import ConfigError, require
 from oml_exp.store import file_digest
 from oml_exp.training.data import IGNORE
 from oml_exp.training.regularizers.base import Regularizer
+
+log = logging.getLogger(__name__)
 
 BENIGN = "benign"  # the batch key marking benign rows; the regularized Trainer pops it before the forward pass
 PROMPTS = Path(__file__).resolve().parent.parent.parent / "data" / "benign_prompts.json"
@@ -68,7 +71,7 @@ def texts(cfg, model, tokenizer) -> list[dict]:
     else:
         raw = _hub(cfg)
     if len(raw) < cfg.texts:
-        print(f"[finetune] benign_mix: {cfg.source} holds {len(raw)} texts, fewer than texts={cfg.texts}")
+        log.warning("[finetune] benign_mix: %s holds %d texts, fewer than texts=%d", cfg.source, len(raw), cfg.texts)
     rows = [tokenizer(t).input_ids[:cfg.tokens] for t in raw[:cfg.texts]]
     return [{"input_ids": ids, "labels": list(ids)} for ids in rows if len(ids) >= 2]
 
