@@ -10,6 +10,7 @@ moved (weight_change: relative L2 distance from the attacked model's weights, an
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from oml_exp import components, distributed, models
 from oml_exp.attacks.base import Attack, Context
 
+log = logging.getLogger(__name__)
 # Training attacks run on every rank of a launcher, as the finetune stage does; the others only on rank 0.
 DISTRIBUTED = True
 MODEL = "model"
@@ -76,8 +78,8 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
                **attack.apply(ctx)}
     if distributed.is_main():
         summary["weight_change"] = weight_change(inputs.model, ctx.out)
-        print(f"[attack] {name}: weights moved {summary['weight_change']['relative_l2']:.2%} (L2), "
-              f"{summary['weight_change']['changed']:.1%} of entries changed")
+        log.info("[attack] %s: weights moved %.2f%% (L2), %.1f%% of entries changed", name,
+                 100 * summary["weight_change"]["relative_l2"], 100 * summary["weight_change"]["changed"])
     return summary
 
 
