@@ -29,6 +29,7 @@ class Context:
     seed: int
     engine: DictConfig  # the finetune stage's engine section: attacks that train use the same engines
     partner: Optional[str] = None  # the partner attack's model folder (see Attack.partner)
+    verbose: int = 0  # the run's verbosity: the Trainer's own logging
 
 
 @dataclass

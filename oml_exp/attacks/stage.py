@@ -71,7 +71,7 @@ def run(cfg: DictConfig, inputs, out: Path) -> dict:
     upstream = inputs.upstream.get("partner")
     ctx = Context(source=inputs.model, base=inputs.base_model, out=Path(out) / MODEL, device=device,
                   dtype=models.pick_dtype(cfg.model.dtype, device), seed=cfg.seed, engine=cfg.engine,
-                  partner=str(Path(upstream) / MODEL) if upstream else None)
+                  partner=str(Path(upstream) / MODEL) if upstream else None, verbose=cfg.verbose)
     if not (attack.trains or distributed.is_main()):
         return {}
     summary = {"attack": name, "kind": type(attack).__name__.lower(), "strength": attack.strength(),

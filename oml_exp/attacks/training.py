@@ -10,11 +10,10 @@ from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from transformers import Trainer, TrainingArguments
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from oml_exp import base_text, distributed
+from oml_exp import base_text, distributed, verbosity
 from oml_exp.attacks.base import Attack, Context
 from oml_exp.errors import require
 from oml_exp.training import engines
@@ -84,29 +83,10 @@ def train(model, tokenizer, examples: list[dict], attack: TrainingAttack, ctx: C
 
 
 def _arguments(attack: TrainingAttack, ctx: Context, folder: Path, ds: dict | None) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(folder),
-        per_device_train_batch_size=attack.batch_size,
-        max_steps=attack.steps,
-        learning_rate=attack.lr,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",
-        seed=ctx.seed,
-        data_seed=ctx.seed,
-        bf16=ctx.dtype == torch.bfloat16,
-        deepspeed=ds,
-        optim=engines.optimizer(ctx.device, ds),
-        use_cpu=ctx.device.type == "cpu",
-        ddp_backend="gloo" if ctx.device.type == "cpu" and distributed.world_size() > 1 else None,
-        remove_unused_columns=False,
-        dataloader_pin_memory=False,
-        report_to="none",
-        disable_tqdm=not distributed.is_main(),
-        log_level="warning",
-        log_level_replica="error",
-    )
+    return TrainingArguments(output_dir=str(folder), per_device_train_batch_size=attack.batch_size,
+                             max_steps=attack.steps, learning_rate=attack.lr, save_strategy="no",
+                             **engines.trainer_settings(ctx.device, ctx.dtype, ds, ctx.seed,
+                                                        verbosity.trainer_log_level(ctx.verbose)))
 
 
 def save(trainer: Trainer, tokenizer, ctx: Context) -> None:

@@ -28,6 +28,30 @@ def deepspeed_config(engine: DictConfig, device: torch.device, dtype: torch.dtyp
     return OmegaConf.to_container(engine.deepspeed, resolve=True)
 
 
+def trainer_settings(device: torch.device, dtype: torch.dtype, ds: dict | None, seed: int, log_level: str) -> dict:
+    """The TrainingArguments every training in oml-exp shares (the finetune stage, the attacks that train): the
+    engine, precision and optimizer, linear decay from the full learning rate, a log row per step, nothing reported."""
+    return dict(
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        logging_steps=1,
+        seed=seed,
+        data_seed=seed,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        deepspeed=ds,
+        optim=optimizer(device, ds),
+        use_cpu=device.type == "cpu",
+        ddp_backend="gloo" if device.type == "cpu" and distributed.world_size() > 1 else None,
+        remove_unused_columns=False,
+        dataloader_pin_memory=False,
+        report_to="none",
+        disable_tqdm=not distributed.is_main(),
+        log_level=log_level,
+        log_level_replica="error",
+    )
+
+
 def optimizer(device: torch.device, ds: dict | None) -> str:
     """Fused AdamW on CUDA (one kernel per step instead of several per tensor), unless DeepSpeed moves the
     optimizer states to the CPU; the same update either way."""
