@@ -154,9 +154,11 @@ def test_the_capacity_sweep_runs_six_jobs_each_count_with_its_eval_items(tmp_pat
             assert cfg.fingerprints.pool_size == 1024 and list(cfg.check.chat) == [True]
 
 
-@pytest.mark.parametrize("name", ["persistence_cpu", "persistence"])
-def test_the_persistence_sweeps_type_every_attack_at_three_strengths(name):
-    """Every attack entry of the persistence sweeps is a typed component; each kind comes at three strengths (two
+@pytest.mark.parametrize("name, strengths, kinds", [
+    ("persistence_cpu", 2, ("SFT", "Mergelinear", "Quantize", "Prune", "Distill")),
+    ("persistence", 3, ("SFT", "Mergelinear", "Mergeties", "Prune", "Distill"))])
+def test_the_persistence_sweeps_type_every_attack_at_several_strengths(name, strengths, kinds):
+    """Every attack entry of the persistence sweeps is a typed component; each kind comes at several strengths (two
     bit widths for quantization), and the jobs are regularizer none and averaging (and more) at one seed."""
     from collections import Counter
 
@@ -174,8 +176,8 @@ def test_the_persistence_sweeps_type_every_attack_at_three_strengths(name):
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert {"none", "averaging"} <= set(params["regularizer"].split(",")) and str(params["seed"]) == "0"
     attacks = stage.picked(components.expanded(cfg).attack)
-    kinds = Counter(f"{type(a).__name__}{getattr(a, 'method', '')}{'lora' if getattr(a, 'lora', False) else ''}"
+    found = Counter(f"{type(a).__name__}{getattr(a, 'method', '')}{'lora' if getattr(a, 'lora', False) else ''}"
                     for a in attacks)
-    assert kinds["Quantize"] == 2
-    assert all(kinds[k] >= 3 for k in ("SFT", "Mergelinear", "Mergeties", "Prune", "Distill")), kinds
+    assert found["Quantize"] == 2
+    assert all(found[k] >= strengths for k in kinds), found
     assert len({a.name for a in attacks}) == len(attacks)
