@@ -122,7 +122,7 @@ def plot(table: pd.DataFrame, out: Path) -> Optional[plt.Figure]:
         ax.set_xticks(range(len(strengths) + 1), ["before", *(f"{v:g}" for v in strengths)], fontsize=8)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel(f"{axis_label} (stronger →)", fontsize=8)
-        ax.set_ylim(0, 1.03)
+        ax.set_ylim(-0.03, 1.03)  # a point at 0% stays clear of the axis
         ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
