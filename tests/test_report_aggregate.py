@@ -337,8 +337,40 @@ def test_wandb_group_is_the_sweep_folder_unless_named():
     from oml_exp.reporting.wandb_log import group
 
     assert group(None) is None, "a single run outside Hydra has no group"
-    assert group(None, "outputs/sweeps/x") == "outputs/sweeps/x"
+    assert group(None, "outputs/sweeps/x") == "x", "a sweep file's runs group under its name"
+    assert group(None, "outputs/multiruns/2025-01-02/03-04-05") == "2025-01-02/03-04-05"
     assert group("mine", "outputs/sweeps/x") == "mine"
+
+
+def test_a_runs_wandb_summary_holds_its_headline_attacks_and_intervals():
+    from oml_exp.reporting.report import success
+    from oml_exp.reporting.wandb_log import summary_metrics
+
+    check = {"success_rate": 0.75, "fingerprints": 16, "chat_template": False,
+             "sets": {"raw/heldout": {"templates": 10, "mean": 0.5}}}
+    summary = fake_summary(num=16)
+    summary["headline"].update(success(check))
+    summary["headline"]["attacks"] = {"prune": {"kind": "prune", "strength": {"measure": "fraction", "value": 0.2},
+                                                **success({**check, "success_rate": 0.25}),
+                                                "mean": {"retention": 0.97, "retention_ci": [0.95, 0.99]}}}
+    metrics = summary_metrics(summary)
+    assert (metrics["success_rate"], metrics["success_ci_lo"], metrics["success_ci_hi"]) == (0.75, *wilson(0.75, 16))
+    assert (metrics["heldout_success_ci_lo"], metrics["heldout_success_ci_hi"]) == wilson(0.5, 16)
+    assert metrics["tasks/piqa/ci_low"] < metrics["tasks/piqa/retention"] < metrics["tasks/piqa/ci_high"]
+    assert metrics["drift/top1_agreement"] == 0.99
+    assert (metrics["attacks/prune/success_rate"], metrics["attacks/prune/success_ci_hi"]) == (0.25, wilson(0.25, 16)[1])
+    assert (metrics["attacks/prune/mean/retention_ci_lo"], metrics["attacks/prune/strength/value"]) == (0.95, 0.2)
+    assert all(isinstance(v, (int, float)) for v in metrics.values()) and KEY not in json.dumps(metrics)
+
+
+def test_the_wandb_tradeoff_table_carries_the_plotted_intervals(sweep):
+    from oml_exp.reporting.table import tradeoff
+
+    table = tradeoff(collect(sweep))
+    assert len(table) == 12
+    for metric in ("success_rate", "heldout_success"):
+        assert ((0 <= table[f"{metric}_lo"]) & (table[f"{metric}_lo"] <= table[f"{metric}_mean"])
+                & (table[f"{metric}_mean"] <= table[f"{metric}_hi"]) & (table[f"{metric}_hi"] <= 1)).all()
 
 
 def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):

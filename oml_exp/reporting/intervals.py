@@ -13,8 +13,6 @@ from typing import Optional
 
 import pandas as pd
 
-from oml_exp.reporting.table import conditions
-
 Z95 = 1.959963984540054
 # Columns that are a fraction of the fingerprints a run checked.
 RATES = ("success_rate", "heldout_success", "raw_success", "chat_success", "false_positive_rate", "token_accuracy")
@@ -33,10 +31,9 @@ def wilson(rate: Optional[float], n: float) -> tuple[Optional[float], Optional[f
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
 
 
-def points(table: pd.DataFrame, metric: str, by: Optional[list[str]] = None) -> pd.DataFrame:
-    """Per condition (or per `by` group): the seed mean of `metric` with its interval (`lo`, `hi`) and the number of
+def points(table: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+    """Per condition (the `by` columns): the seed mean of `metric` with its interval (`lo`, `hi`) and the number of
     seeds; conditions that did not measure it are left out."""
-    by = by or conditions(table)
     part = table.dropna(subset=[metric])
     if part.empty:
         return pd.DataFrame(columns=[*by, "mean", "lo", "hi", "seeds"])

@@ -19,7 +19,8 @@ from oml_exp.reporting import plots
 from oml_exp.reporting.intervals import wilson
 from oml_exp.reporting.markdown import md_table
 from oml_exp.reporting.plots import MARKERS, STYLES
-from oml_exp.reporting.table import find_runs, label
+from oml_exp.reporting.report import label
+from oml_exp.reporting.table import find_runs
 
 # Sideways offset between regularizers at one strength (in strength steps), so equal values stay visible.
 DODGE = 0.08
