@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
+from oml_exp.reporting import persistence
 from oml_exp.reporting.__main__ import main as report_main
+from oml_exp.reporting.intervals import RATES, wilson
 from oml_exp.reporting.plots import PANELS, plot_capacity, plot_system_prompts, plot_tradeoff
 from oml_exp.reporting.sweep import CSV
 from oml_exp.reporting.sweep import run as sweep_report
@@ -145,6 +147,15 @@ def test_the_csv_keeps_counts_and_never_a_credential(tmp_path):
         assert dropped not in row.index
 
 
+def _intervals(container) -> list[float]:
+    """An error bar container's low and high end of each point, in a row."""
+    return [y for seg in container.lines[2][0].get_segments() for y in (seg[0][1], seg[1][1])]
+
+
+def _flat(pairs) -> list[float]:
+    return [y for pair in pairs for y in pair]
+
+
 def test_plots_show_what_the_csv_says(sweep, tmp_path):
     files = sweep_report(sweep, tmp_path / "report")
     csv = pd.read_csv(files["csv"])
@@ -153,41 +164,68 @@ def test_plots_show_what_the_csv_says(sweep, tmp_path):
     checked = 0
     for ax in fig.axes:
         metric = next(m for m, t in titles.items() if t == ax.get_title())
+        assert ax.get_xlabel() == "fingerprints (count, log scale)" and "(" in ax.get_ylabel(), "a unit on each axis"
         for container in ax.containers:
             strategy, regularizer = container.get_label().split(", ")
             part = csv[(csv.strategy == strategy) & (csv.regularizer == regularizer)]
             expected = part.groupby("fingerprints")[metric].agg(["mean", "std"])
             line = container.lines[0]
-            assert list(line.get_xdata()) == list(expected.index)
+            # Series are nudged sideways on the log axis so that equal values stay visible, never past a neighbour.
+            assert [x / n for x, n in zip(line.get_xdata(), expected.index)] == pytest.approx([1.0] * 3, rel=0.15)
             assert list(line.get_ydata()) == pytest.approx(list(expected["mean"]))
-            # Error bars span mean ± sd over the seeds.
-            bars = container.lines[2][0].get_segments()
-            assert [seg[1][1] - seg[0][1] for seg in bars] == pytest.approx(list(2 * expected["std"]))
+            if metric in RATES:  # Wilson over the fingerprints of both seeds
+                bounds = [wilson(m, 2 * n) for m, n in zip(expected["mean"], expected.index)]
+            else:  # two seeds: mean ± sd, clipped to what the quantity can be
+                bounds = [(m - sd, min(m + sd, 1.0) if metric == "drift_top1" else m + sd)
+                          for m, sd in zip(expected["mean"], expected["std"])]
+            assert _intervals(container) == pytest.approx(_flat(bounds), abs=1e-4)
             checked += 1
     assert checked == 4 * 4  # 4 panels (success, held-out, retention, drift) x 4 series
+    (legend,) = fig.legends  # one legend for the figure, none in a panel
+    assert not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["perinucleus, none", "perinucleus, averaging"]
     assert files["tradeoff"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["tradeoff"].with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", "a vector copy beside the PNG"
     assert "system_prompts" not in files, "no augmentation axis here: no system-prompt table"
 
 
-def test_the_capacity_plot_draws_retention_with_its_interval_per_regularizer(tmp_path):
-    rows = [{"fingerprints": n, "regularizer": reg, "success_rate": 1.0, "heldout_success": 0.2, "chat_success": 0.0,
+CAPACITY = [{"model": "smollm2_135m", "strategy": "perinucleus", "augmentation": "none", "seed": 0, "fingerprints": n,
+             "regularizer": reg, "success_rate": 1.0, "heldout_success": 0.2, "chat_success": 0.0,
              "mean_retention": r, "mean_retention_lo": r - 0.03, "mean_retention_hi": r + 0.02, "drift_top1": 0.86,
              "train_steps": n // 8} for n, r in ((64, 1.01), (1024, 0.99)) for reg in ("averaging", "none")]
+
+
+def test_the_capacity_plot_draws_retention_with_its_interval_per_regularizer(tmp_path):
     csv = tmp_path / "runs.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
+    pd.DataFrame(CAPACITY).to_csv(csv, index=False)
     fig = plot_capacity(csv, tmp_path / "capacity.png")
     retention = [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]
     assert [c.get_label() for c in retention] == ["none", "averaging"]  # the baseline first
-    segments = retention[0].lines[2][0].get_segments()
-    assert [y for seg in segments for y in (seg[0][1], seg[1][1])] == pytest.approx([0.98, 1.03, 0.96, 1.01])
+    assert _intervals(retention[0]) == pytest.approx([0.98, 1.03, 0.96, 1.01])  # one seed: the run's own interval
     assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    one_count = pd.DataFrame([r for r in rows if r["fingerprints"] == 64])
+    one_count = pd.DataFrame([r for r in CAPACITY if r["fingerprints"] == 64])
     one_count.to_csv(csv, index=False)
     assert plot_capacity(csv, tmp_path / "none.png") is None
 
 
+def test_rate_intervals_stay_within_0_and_1_and_every_axis_has_a_unit(tmp_path):
+    csv = tmp_path / "runs.csv"
+    pd.DataFrame(CAPACITY).to_csv(csv, index=False)
+    fig = plot_capacity(csv, tmp_path / "capacity.png")
+    success = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(success) == 3 * 2, "three framings for each regularizer"
+    ends = [y for c in success for y in _intervals(c)]
+    assert 0.0 in ends and 1.0 in ends, "success at 0% and 100%: intervals reach the bounds"
+    assert all(0.0 <= y <= 1.0 for y in ends)
+    assert _intervals(success[0]) == pytest.approx(_flat([wilson(1.0, 64), wilson(1.0, 1024)]))
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    assert (tmp_path / "capacity.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):
-    # A regularizer comparison: one count, settings side by side, each bar the seed mean with the sd as its error bar.
+    # A regularizer comparison: one count, settings side by side from zero, each bar the seed mean with its interval.
     root = tmp_path / "regularizers"
     settings = {"none": {}, "averaging": {"averaging": {"name": "averaging", "strength": 0.05}},
                 "averaging+benign_mix": {"averaging": {"name": "averaging", "strength": 0.05},
@@ -201,13 +239,60 @@ def test_one_fingerprint_count_gets_one_bar_per_setting(tmp_path):
     fig = plot_tradeoff(files["csv"], tmp_path / "again.png")
     success = next(ax for ax in fig.axes if ax.get_title() == dict(PANELS)["success_rate"])
     labels = [t.get_text() for t in success.get_xticklabels()]
-    assert sorted(labels) == sorted(settings)
+    assert labels == list(settings), "the baseline first"
+    assert success.get_ylim()[0] == 0, "bars start from zero"
     expected = csv.groupby("regularizer")["success_rate"].mean()
     assert [p.get_height() for p in success.patches] == pytest.approx([expected[name] for name in labels])
-    spread = csv.groupby("regularizer")["success_rate"].std()
     errorbars = [c for c in success.containers if isinstance(c, ErrorbarContainer)]
-    spans = [seg[1][1] - seg[0][1] for c in errorbars for seg in c.lines[2][0].get_segments()]
-    assert spans == pytest.approx([2 * spread[name] for name in labels])
+    bounds = [y for c in errorbars for y in _intervals(c)]
+    assert bounds == pytest.approx(_flat(wilson(expected[name], 128) for name in labels), abs=1e-4)
+
+
+ATTACKS = {"prune": ("prune", "fraction", 0.2, 0.75), "sft": ("sft", "tokens", 1000, 0.25)}
+
+
+def write_attacked(root: Path) -> None:
+    """One run per attack in ATTACKS (16 fingerprints, all recalled before the attack) beside the sweep's runs."""
+    for i, (name, (kind, measure, value, success)) in enumerate(ATTACKS.items()):
+        summary = fake_summary(num=16, seed=0, success=1.0)
+        summary["headline"]["attacks"] = {name: {
+            "kind": kind, "strength": {"measure": measure, "value": value}, "success_rate": success,
+            "heldout_success_rate": success / 2, "mean": {"retention": 0.97}, "drift": {"top1_agreement": 0.9}}}
+        summary["stages"][f"attack/{name}"] = {"hash": f"attack-{name}", "folder": "/store", "skipped": False,
+                                               "seconds": 1.0, "summary": {"note": KEY}}
+        write_run(root, f"attacked{i}", summary)
+
+
+def test_a_committed_report_is_redrawn_from_its_csvs(sweep, tmp_path):
+    # A report folder as docs/results/NAME holds it: the CSVs, no run folders.
+    write_attacked(sweep)
+    sweep_report(sweep, tmp_path / "made")
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    for name in (CSV, "persistence.csv"):
+        (committed / name).write_bytes((tmp_path / "made" / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in committed.iterdir()}
+    report_main([str(committed)])
+    assert {p.name: p.read_bytes() for p in committed.glob("*.csv")} == before, "the numbers are never rewritten"
+    for figure in ("tradeoff", "persistence"):
+        assert (committed / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (committed / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
+    text = (committed / "report.md").read_text()
+    assert "## Persistence" in text and "| prune | prune | fraction 0.2 |" in text
+    assert text.startswith("# Sweep report: committed\n")
+    assert (tmp_path / "made" / "report.md").read_text().split("\n", 1)[1] == text.split("\n", 1)[1]
+
+
+def test_the_persistence_plot_starts_each_line_before_the_attack(sweep, tmp_path):
+    write_attacked(sweep)
+    files = sweep_report(sweep, tmp_path / "report")
+    fig = persistence.plot(pd.read_csv(files["persistence_csv"]), tmp_path / "p.png")
+    prune = next(ax for ax in fig.axes if ax.get_title() == "prune")
+    assert [t.get_text() for t in prune.get_xticklabels()] == ["before", "0.2"]
+    (line,) = prune.containers
+    assert _intervals(line) == pytest.approx(_flat([wilson(1.0, 16), wilson(0.75, 16)]), abs=1e-4)
+    assert prune.get_ylabel() == "success (% of fingerprints)"
+    assert len(fig.legends) == 1 and (tmp_path / "p.pdf").exists()
 
 
 def test_markdown_lists_each_runs_retention_with_its_interval(sweep, tmp_path):
@@ -279,8 +364,40 @@ def test_wandb_group_is_the_sweep_folder_unless_named():
     from oml_exp.reporting.wandb_log import group
 
     assert group(None) is None, "a single run outside Hydra has no group"
-    assert group(None, "outputs/sweeps/x") == "outputs/sweeps/x"
+    assert group(None, "outputs/sweeps/x") == "x", "a sweep file's runs group under its name"
+    assert group(None, "outputs/multiruns/2025-01-02/03-04-05") == "2025-01-02/03-04-05"
     assert group("mine", "outputs/sweeps/x") == "mine"
+
+
+def test_a_runs_wandb_summary_holds_its_headline_attacks_and_intervals():
+    from oml_exp.reporting.report import success
+    from oml_exp.reporting.wandb_log import summary_metrics
+
+    check = {"success_rate": 0.75, "fingerprints": 16, "chat_template": False,
+             "sets": {"raw/heldout": {"templates": 10, "mean": 0.5}}}
+    summary = fake_summary(num=16)
+    summary["headline"].update(success(check))
+    summary["headline"]["attacks"] = {"prune": {"kind": "prune", "strength": {"measure": "fraction", "value": 0.2},
+                                                **success({**check, "success_rate": 0.25}),
+                                                "mean": {"retention": 0.97, "retention_ci": [0.95, 0.99]}}}
+    metrics = summary_metrics(summary)
+    assert (metrics["success_rate"], metrics["success_ci_lo"], metrics["success_ci_hi"]) == (0.75, *wilson(0.75, 16))
+    assert (metrics["heldout_success_ci_lo"], metrics["heldout_success_ci_hi"]) == wilson(0.5, 16)
+    assert metrics["tasks/piqa/ci_low"] < metrics["tasks/piqa/retention"] < metrics["tasks/piqa/ci_high"]
+    assert metrics["drift/top1_agreement"] == 0.99
+    assert (metrics["attacks/prune/success_rate"], metrics["attacks/prune/success_ci_hi"]) == (0.25, wilson(0.25, 16)[1])
+    assert (metrics["attacks/prune/mean/retention_ci_lo"], metrics["attacks/prune/strength/value"]) == (0.95, 0.2)
+    assert all(isinstance(v, (int, float)) for v in metrics.values()) and KEY not in json.dumps(metrics)
+
+
+def test_the_wandb_tradeoff_table_carries_the_plotted_intervals(sweep):
+    from oml_exp.reporting.table import tradeoff
+
+    table = tradeoff(collect(sweep))
+    assert len(table) == 12
+    for metric in ("success_rate", "heldout_success"):
+        assert ((0 <= table[f"{metric}_lo"]) & (table[f"{metric}_lo"] <= table[f"{metric}_mean"])
+                & (table[f"{metric}_mean"] <= table[f"{metric}_hi"]) & (table[f"{metric}_hi"] <= 1)).all()
 
 
 def test_runs_without_measurements_get_a_table_and_no_plot(tmp_path):

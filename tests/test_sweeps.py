@@ -17,6 +17,7 @@ import pytest
 from oml_exp.reporting.sweep import CSV, MARKDOWN, TRADEOFF_PNG
 
 from .conftest import ROOT, subprocess_env
+from .test_wandb_run import records
 
 SWEEP_NAME = "scalability_cpu"
 # Utility measurement is left out to keep this fast; the report's utility columns are tested on fixtures.
@@ -99,13 +100,13 @@ def test_submitit_local_launcher_runs_the_jobs_and_the_report(swept):
 
 
 def test_the_runs_and_the_report_of_a_sweep_form_one_wandb_group(swept):
-    # logger.group is null: the group is the sweep folder, stored in each run's record as a length-prefixed string.
-    group = str(swept["sweep"]).encode()
-    assert len(group) < 128, "a one-byte length prefix"
+    # logger.group is null: the group is the sweep's name, and each job is named by its setting.
     runs = list(swept["sweep"].glob("*/wandb/offline-run-*/*.wandb"))
     assert {p.parts[-4] for p in runs} == {"0", "1", "report"}
     for path in runs:
-        assert bytes([len(group)]) + group in path.read_bytes(), f"{path} is not in the sweep's group"
+        (run,) = [r.run for r in records(path) if r.WhichOneof("record_type") == "run"]
+        assert run.run_group == SWEEP_NAME, f"{path} is not in the sweep's group"
+        assert run.display_name in {"random_word-2-none-s0", "random_word-4-none-s0", f"report {SWEEP_NAME}"}
 
 
 def test_a_rerun_job_resumes_its_wandb_run(swept):

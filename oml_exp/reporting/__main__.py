@@ -1,4 +1,5 @@
-"""`oml-exp-report DIR` (or `python -m oml_exp.reporting DIR`): the sweep report over any folder of finished runs."""
+"""`oml-exp-report DIR` (or `python -m oml_exp.reporting DIR`): the sweep report over any folder of finished runs, or
+a committed report (runs.csv without its runs) redrawn."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ WANDB = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="oml-exp-report", description="Gather the finished runs under DIR into one "
                                      "table (CSV, Markdown) with plots, and optionally the W&B trade-off.")
-    parser.add_argument("dir", type=Path, help="a sweep folder, or any folder holding run folders (summary.json)")
-    parser.add_argument("--out", type=Path, help="where the CSV, Markdown and PNGs go (default DIR/report)")
+    parser.add_argument("dir", type=Path, help="a sweep folder, any folder holding run folders (summary.json), or a "
+                        "report folder holding runs.csv (and persistence.csv) without the runs: redrawn from the CSVs")
+    parser.add_argument("--out", type=Path, help="where the CSV, Markdown and figures go (default DIR/report; "
+                        "DIR itself for a report folder)")
     parser.add_argument("--wandb", choices=["offline", "online"], help="also log the trade-off table and plots to W&B")
     parser.add_argument("--project", default=LoggerConfig.project)
     parser.add_argument("--entity")

@@ -11,15 +11,19 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import binomtest  # noqa: E402
+from oml_exp.reporting import plots
+from oml_exp.reporting.intervals import wilson
+from oml_exp.reporting.markdown import md_table
+from oml_exp.reporting.plots import MARKERS, STYLES
+from oml_exp.reporting.report import label
+from oml_exp.reporting.table import find_runs
 
-from oml_exp.reporting.markdown import md_table  # noqa: E402
-from oml_exp.reporting.table import find_runs, label  # noqa: E402
+# Sideways offset between regularizers at one strength (in strength steps), so equal values stay visible.
+DODGE = 0.08
 
 CSV = "persistence.csv"
 PNG = "persistence.png"
@@ -61,14 +65,6 @@ def _row(summary: dict, head: dict, cfg: dict, name: str, attack: dict, run: str
     }
 
 
-def wilson(rate: Optional[float], n: int) -> tuple[Optional[float], Optional[float]]:
-    """The Wilson score 95% interval of a success rate over n fingerprints (inside [0, 1] by construction)."""
-    if rate is None or not n:
-        return None, None
-    ci = binomtest(round(rate * n), n).proportion_ci(confidence_level=0.95, method="wilson")
-    return round(ci.low, 4), round(ci.high, 4)
-
-
 def markdown(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return []
@@ -99,54 +95,58 @@ def _cell(part: pd.DataFrame) -> str:
 
 
 def plot(table: pd.DataFrame, out: Path) -> Optional[plt.Figure]:
-    """Success after each kind of attack against its strength (stronger to the right), one line per regularizer,
-    with Wilson intervals; the fingerprinted model's own success as a dotted line."""
+    """Success after each kind of attack against its strength (stronger to the right), one line per regularizer
+    (`none` first), with Wilson intervals; each line starts at the fingerprinted model's own success ("before")."""
     if table.empty or table["success"].isna().all():
         return None
     panels = list(dict.fromkeys(table["panel"]))
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False, sharey=True)
     for ax in axes.flat[len(panels):]:
         ax.remove()
-    regs = list(dict.fromkeys(table["regularizer"]))
-    colors = {reg: f"C{i}" for i, reg in enumerate(regs)}
+    regs = sorted(dict.fromkeys(table["regularizer"]), key=lambda r: (r != "none", r))
     for ax, panel in zip(axes.flat, panels):
         part = table[table["panel"] == panel]
         measure = part["measure"].iloc[0]
         axis_label, rising = MEASURES.get(measure, (measure, True))
-        for reg in regs:
-            line = part[part["regularizer"] == reg].sort_values("strength", ascending=rising)
-            if line.empty:
+        strengths = sorted(part["strength"].unique(), reverse=not rising)
+        for i, reg in enumerate(regs):
+            runs = part[part["regularizer"] == reg].dropna(subset=["success"])
+            if runs.empty:
                 continue
-            x = [str(f"{v:g}") for v in line["strength"]]
-            ax.errorbar(x, line["success"], yerr=[line["success"] - line["success_lo"],
-                                                  line["success_hi"] - line["success"]],
-                        marker="o", capsize=3, color=colors[reg], label=reg)
-            ax.axhline(line["success_before"].iloc[0], color=colors[reg], linestyle=":", linewidth=1)
+            x, mean, lo, hi = _line(runs, strengths)
+            ax.errorbar([v + (i - (len(regs) - 1) / 2) * DODGE for v in x], mean,
+                        yerr=[[m - low for m, low in zip(mean, lo)], [high - m for m, high in zip(mean, hi)]],
+                        capsize=3, color=f"C{i}", marker=MARKERS[i % len(MARKERS)], linestyle=STYLES[i % len(STYLES)],
+                        label=f"regularizer {reg}")
+        ax.set_xticks(range(len(strengths) + 1), ["before", *(f"{v:g}" for v in strengths)], fontsize=8)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel(f"{axis_label} (stronger →)", fontsize=8)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.03, 1.03)  # a point at 0% stays clear of the axis
+        ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("fingerprint success (exact)")
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, title="regularizer", loc="upper right", fontsize=8)
-    n = table["fingerprints"].iloc[0]
-    fig.suptitle(f"Fingerprints surviving attacks ({n} fingerprints; Wilson 95% intervals; dotted: before the "
-                 "attack)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return fig
+        ax.set_ylabel("success (% of fingerprints)")
+    counts = "/".join(map(str, sorted(table["fingerprints"].unique())))
+    fig.suptitle(f"Fingerprints surviving attacks ({counts} fingerprints; error bars: Wilson 95% over the "
+                 "fingerprints of all runs)", fontsize=10)
+    plots.legend(fig, *axes.flat[0].get_legend_handles_labels())
+    return plots.save(fig, out)
 
 
-def write(table: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """persistence.csv and persistence.png of `table` (rows()), into `out`; {} when no run has attacks."""
-    if table.empty:
-        return {}
-    files = {"persistence_csv": out / CSV}
-    table.to_csv(files["persistence_csv"], index=False)
-    if plot(table, out / PNG) is not None:
-        files["persistence"] = out / PNG
-    return files
+def _line(runs: pd.DataFrame, strengths: list) -> tuple:
+    """x positions (0 before the attack, then each strength's place), success and its interval, the runs of a line
+    (seeds, counts) pooled at each point."""
+    before = runs.drop_duplicates("run")
+    found = [(0, _pooled(before["success_before"], before["fingerprints"]))]
+    found += [(1 + strengths.index(s), _pooled(at["success"], at["fingerprints"])) for s, at in runs.groupby("strength")]
+    x, stats = zip(*sorted(found))
+    return (x, *zip(*stats))
+
+
+def _pooled(rates: pd.Series, counts: pd.Series) -> tuple[float, float, float]:
+    """The success over several runs' fingerprints together, with its Wilson interval."""
+    n = counts.sum()
+    rate = (rates * counts).sum() / n
+    return (rate, *wilson(rate, n))

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from oml_exp.config import fingerprint_num
+from oml_exp.reporting.intervals import wilson
 from oml_exp.store import write_json, write_text
 from oml_exp import distributed
 
@@ -24,10 +25,14 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, results: dict, run_dir: Path, write: bool = True) -> dict:
     """Summarize the run; `write` its summary.json and summary.md to `run_dir` (the pipeline's report stage)."""
+    strategy = cfg.strategy.name if not cfg.fingerprints.file else "file"
+    count = fingerprint_count(cfg, results)
+    regularizer = label(OmegaConf.to_container(cfg.regularizer))
     summary = {
+        "name": f"{strategy}-{count}-{regularizer}-s{cfg.seed}",  # what tells the run apart in a sweep
         "model": cfg.model.path,
-        "strategy": cfg.strategy.name if not cfg.fingerprints.file else "file",
-        "fingerprints": fingerprint_count(cfg, results),
+        "strategy": strategy,
+        "fingerprints": count,
         "headline": headline(results),
         "stages": {name: {"folder": str(r.folder), "hash": r.folder.name, "skipped": r.skipped,
                           "seconds": round(r.seconds, 2), "summary": r.summary} for name, r in results.items()},
@@ -52,6 +57,13 @@ def fingerprint_count(cfg: DictConfig, results: dict):
     return num if num is not None or gen is None else gen.summary.get("count")
 
 
+def label(section: dict) -> str:
+    """A config group's choice by name; a list of choices (each in its own package) joined by + ("averaging+lora")."""
+    if "name" in section:
+        return str(section["name"])
+    return "+".join(label(part) for part in section.values() if isinstance(part, dict)) or "none"
+
+
 def experiment(summary: dict) -> str:
     """What makes two runs the same experiment: the stage outputs they used ("check:<hash>,evaluate:<hash>,...")."""
     return ",".join(f"{name}:{stage['hash']}" for name, stage in sorted(summary["stages"].items()))
@@ -62,11 +74,8 @@ def headline(results: dict) -> dict:
     out = {}
     check = results.get("check")
     if check is not None:
-        out["success_rate"] = check.summary.get("success_rate")
+        out.update(success(check.summary))
         out["token_accuracy"] = check.summary.get("token_accuracy")
-        heldout = heldout_success(check.summary)
-        if heldout is not None:
-            out["heldout_success_rate"] = heldout
         out["framings"] = framings(check.summary)
         base_fp = false_positive_rate(check.summary)
         if base_fp is not None:
@@ -97,12 +106,22 @@ def attack_headline(name: str, results: dict) -> dict:
            if k in attack}
     check = results.get(f"check/{name}")
     if check is not None:
-        out["success_rate"] = check.summary.get("success_rate")
-        out["heldout_success_rate"] = heldout_success(check.summary)
+        out.update(success(check.summary))
         out["framings"] = framings(check.summary)
     evaluation = results.get(f"evaluate/{name}")
     if evaluation is not None:
         out.update({k: evaluation.summary[k] for k in ("mean", "drift") if k in evaluation.summary})
+    return out
+
+
+def success(check: dict) -> dict:
+    """A check's success rate and held-out success (when measured), each with its Wilson 95% interval over the
+    fingerprints checked (`_ci`: [low, high])."""
+    out = {}
+    for name, rate in [("success_rate", check.get("success_rate")), ("heldout_success_rate", heldout_success(check))]:
+        if rate is not None:
+            out[name] = rate
+            out[name.replace("_rate", "_ci")] = list(wilson(rate, check.get("fingerprints") or 0))
     return out
 
 

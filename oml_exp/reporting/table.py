@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 from tqdm import tqdm
 
-from oml_exp.reporting.report import experiment, false_positive_rate, framings, heldout_success
+from oml_exp.reporting.intervals import points
+from oml_exp.reporting.report import experiment, false_positive_rate, framings, heldout_success, label
 
 # Axes every run has; settings that take several values within one of their combinations (a swept learning rate, an
 # averaging strength) join them (`conditions`).
@@ -50,13 +51,6 @@ def find_runs(root: Path) -> list[Path]:
         if isinstance(summary, dict) and {"headline", "config", "stages"} <= summary.keys():
             found.append(path)
     return found
-
-
-def label(section: dict) -> str:
-    """A config group's choice by name; a list of choices (each in its own package) joined by + ("averaging+lora")."""
-    if "name" in section:
-        return str(section["name"])
-    return "+".join(label(part) for part in section.values() if isinstance(part, dict)) or "none"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -196,9 +190,13 @@ def system_prompt_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def tradeoff(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per condition: the seed mean and spread of the summary metrics, led by the series label the plots
-    give the condition."""
+    """One row per condition: the seed mean and spread of the summary metrics with the interval the plots draw
+    (`_lo`, `_hi`), led by the series label the plots give the condition."""
     stats = seed_stats(table, SUMMARY_METRICS)
+    keys = conditions(table)
+    for metric in [m for m in SUMMARY_METRICS if m in table.columns]:
+        bounds = points(table, metric, keys)[[*keys, "lo", "hi"]]
+        stats = stats.merge(bounds.rename(columns={"lo": f"{metric}_lo", "hi": f"{metric}_hi"}), on=keys, how="left")
     series = series_columns(table)
     stats.insert(0, "series", [series_label(table, tuple(r[c] for c in series)) for _, r in stats.iterrows()])
     return stats
