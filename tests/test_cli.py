@@ -33,7 +33,7 @@ def test_help_names_the_program_and_lists_every_group_with_its_options():
     assert "  * perinucleus" in page, "the default option is starred"
     # an option's line is the first sentence of its YAML file's comment
     assert "    random_word               Keys and responses of random whole words from the tokenizer's" in page
-    assert "oml-exp -m -cd sweeps -cn capacity_cpu" in page and "oml-exp regularizer=averaging" in page
+    assert "oml-exp -m -cd sweeps -cn persistence_cpu" in page and "oml-exp regularizer=averaging" in page
     assert "hydra/" not in page, "Hydra's own groups stay on --hydra-help"
 
 
