@@ -4,7 +4,7 @@
 # (oml-exp-serve), and verify both over HTTP. The fingerprinted model should match its fingerprints with a tiny
 # p-value; the base model should match none (p = 1). Needs two free ports, 8001 and 8002. Each verify spends the fingerprints it sends (the ledger), so
 # the demo keeps its ledger in a folder of its own: DEMO_DIR (default outputs/verify_demo), removed at the start.
-#   bash scripts/verify_demo.sh [extra overrides for the main job, e.g. fingerprints.num=32]
+#   bash scripts/verify_demo.sh [extra overrides for the owner's run, e.g. strategy=random_word]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
@@ -12,8 +12,9 @@ DEMO_DIR=${DEMO_DIR:-outputs/verify_demo}
 PY=.venv/bin/python
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
 
-# 1. The owner fingerprints the model; the run summary names the stage folders (the store is outputs/stages).
-$PY -m oml_exp stages=[generate,finetune,check] "$@" hydra.run.dir="$DEMO_DIR/owner"
+# 1. The owner fingerprints the model with 32 fingerprints, enough for two verifications of 16 (each fingerprint is
+#    shown to one endpoint only); the run summary names the stage folders (the store is outputs/stages).
+$PY -m oml_exp stages=[generate,finetune,check] fingerprints.num=32 "$@" hydra.run.dir="$DEMO_DIR/owner"
 folder() { $PY -c "import json,sys; print(json.load(open('$DEMO_DIR/owner/summary.json'))['stages'][sys.argv[1]]['folder'])" "$1"; }
 FINGERPRINTS=$(folder generate)/fingerprints.json   # the owner's secret file (mode 0600)
 MODEL=$(folder finetune)/model
@@ -35,11 +36,11 @@ trap '[ -f "$DEMO_DIR/servers" ] && kill $(cat "$DEMO_DIR/servers") 2>/dev/null 
 serve "$MODEL" suspect 8001
 serve embedded:smollm2-135m-instruct innocent 8002
 
-# 3. The owner verifies both endpoints over HTTP, 8 unspent fingerprints each (a fingerprint shown to one endpoint
+# 3. The owner verifies both endpoints over HTTP, 16 unspent fingerprints each (a fingerprint shown to one endpoint
 #    is never sent to another: the ledger).
 for target in "suspect 8001" "innocent 8002"; do
   set -- $target
   $PY -m oml_exp stages=[verify] fingerprints.file="$FINGERPRINTS" verify.url="http://127.0.0.1:$2/v1" \
-    verify.model="$1" verify.num=8 paths.ledger="$DEMO_DIR/ledger" hydra.run.dir="$DEMO_DIR/verify_$1"
+    verify.model="$1" verify.num=16 paths.ledger="$DEMO_DIR/ledger" hydra.run.dir="$DEMO_DIR/verify_$1"
 done
 echo "verify_demo: evidence in $DEMO_DIR/verify_suspect/evidence.md and $DEMO_DIR/verify_innocent/evidence.md"
