@@ -135,7 +135,8 @@ def _series(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The table with each row's series label, and the labels in drawing order: the `none` baseline first."""
     cols = series_columns(table)
     keys = list(table[cols].itertuples(index=False, name=None)) if cols else [()] * len(table)
-    labelled = table.assign(**{SERIES: [series_label(table, k) for k in keys]})
+    # A copy first: the wide CSV (every setting a column) reads into a fragmented frame that assign would warn about.
+    labelled = table.copy().assign(**{SERIES: [series_label(table, k) for k in keys]})
     ordered = sorted(set(keys), key=lambda k: tuple(_baseline_first(v) for v in k))
     return labelled, list(dict.fromkeys(series_label(table, k) for k in ordered))
 
