@@ -262,6 +262,8 @@ def find_pack(pack: Optional[str]) -> tuple[Optional[Path], list[str]]:
         return folder, [str(folder)]
     candidates = [Path(os.environ["OML_BENCHMARKS"])] if os.environ.get("OML_BENCHMARKS") else []
     candidates += [Path.cwd() / ".." / "shared" / "benchmarks", REPO / ".." / "shared" / "benchmarks"]
+    # Run from the repository root, the last two are one folder: name it once in the note.
+    candidates = list({str(c.resolve()): c for c in candidates}.values())
     for folder in candidates:
         if folder.is_dir():
             return folder.resolve(), [str(c) for c in candidates]
