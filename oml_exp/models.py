@@ -107,17 +107,22 @@ def check_spec(spec: str, key: str = "model.path") -> None:
                          "download it once with network (unset HF_HUB_OFFLINE) or give a local folder")
 
 
-def positions(spec: str, key: str = "model.path") -> int | None:
-    """The most tokens the model takes (from its config.json, no weights read); None when the config does not say."""
+def config(spec: str, key: str = "model.path"):
+    """The model's transformers config (its config.json, no weights read); ModelError naming `key` when unreadable."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolve(spec))
+        return AutoConfig.from_pretrained(resolve(spec))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot read the config of {key}={spec!r}: {str(err).splitlines()[0]}") from None
+
+
+def positions(spec: str, key: str = "model.path") -> int | None:
+    """The most tokens the model takes (from its config.json, no weights read); None when the config does not say."""
+    config_ = config(spec, key)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(getattr(config, name, None), int):
-            return getattr(config, name)
+        if isinstance(getattr(config_, name, None), int):
+            return getattr(config_, name)
     return None
 
 

@@ -11,9 +11,7 @@ in the store and shared by every run on that base), or any model spec of the sam
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
@@ -56,7 +54,7 @@ class Merge(Attack):
             return
         where = f"attack.{self.name}.partner_model"
         models.check_spec(self.partner_model, where)
-        mine, theirs = _shape(base), _shape(self.partner_model)
+        mine, theirs = _shape(base, "model.path"), _shape(self.partner_model, where)
         if mine != theirs:
             differ = ", ".join(f"{k} {mine.get(k)} vs {theirs.get(k)}" for k in SHAPE if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{where}={self.partner_model!r} has another architecture than model.path ({differ}); "
@@ -84,12 +82,6 @@ class Merge(Attack):
         return spec
 
 
-def _shape(spec: str) -> dict:
-    config = Path(models.resolve(spec)) / "config.json"
-    if config.is_file():
-        found = json.loads(config.read_text())
-    else:
-        from transformers import AutoConfig
-
-        found = AutoConfig.from_pretrained(models.resolve(spec)).to_dict()
+def _shape(spec: str, key: str) -> dict:
+    found = models.config(spec, key).to_dict()
     return {k: found.get(k) for k in SHAPE}

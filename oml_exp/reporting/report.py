@@ -71,20 +71,13 @@ def experiment(summary: dict) -> str:
 
 def headline(results: dict) -> dict:
     """The few numbers a user looks for first: recall, utility before and after, drift."""
-    out = {}
     check = results.get("check")
+    out = measured(check, results.get("evaluate") or results.get("evaluate_base"), ("tasks", "drift", "mean", "notes"))
     if check is not None:
-        out.update(success(check.summary))
         out["token_accuracy"] = check.summary.get("token_accuracy")
-        out["framings"] = framings(check.summary)
         base_fp = false_positive_rate(check.summary)
         if base_fp is not None:
             out["false_positive_rate"] = base_fp
-    evaluation = results.get("evaluate") or results.get("evaluate_base")
-    if evaluation is not None:
-        for name in ("tasks", "drift", "mean", "notes"):
-            if name in evaluation.summary:
-                out[name] = evaluation.summary[name]
     finetune = results.get("finetune")
     if finetune is not None:
         out["train_steps"] = finetune.summary.get("steps")
@@ -104,13 +97,18 @@ def attack_headline(name: str, results: dict) -> dict:
     attack = results[f"attack/{name}"].summary
     out = {k: attack[k] for k in ("kind", "strength", "weight_change", "first_loss", "final_loss", "tokens")
            if k in attack}
-    check = results.get(f"check/{name}")
+    return {**out, **measured(results.get(f"check/{name}"), results.get(f"evaluate/{name}"), ("mean", "drift"))}
+
+
+def measured(check, evaluation, keys: tuple) -> dict:
+    """What a model's check and evaluate stages found: success (with intervals) and success per framing, and the
+    evaluate summary's `keys`; the fingerprinted model and every attacked one are summarized alike."""
+    out = {}
     if check is not None:
         out.update(success(check.summary))
         out["framings"] = framings(check.summary)
-    evaluation = results.get(f"evaluate/{name}")
     if evaluation is not None:
-        out.update({k: evaluation.summary[k] for k in ("mean", "drift") if k in evaluation.summary})
+        out.update({k: evaluation.summary[k] for k in keys if k in evaluation.summary})
     return out
 
 
