@@ -1,7 +1,7 @@
 """Benchmark the batched greedy check against its forward-pass floor and against one `generate` call per fingerprint.
 
     .venv/bin/python scripts/bench_check.py [--model embedded:smollm2-135m-instruct] [--num 1024] [--repeats 3]
-        [--max-templates 2] [--chat false] [--generate-subset 128] [--response-lengths 1 8] [--sampling]
+        [--max-templates 2|all] [--chat false] [--generate-subset 128] [--response-lengths 1 8] [--sampling]
 
 Fingerprints are random 16-token keys with random responses (timing does not depend on whether they were trained),
 checked as the check stage checks them: under the plain key and --max-templates templates of each set (train and
@@ -24,6 +24,7 @@ import argparse
 import os
 import statistics
 import time
+from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,7 +32,7 @@ import torch  # noqa: E402
 
 from oml_exp import models  # noqa: E402
 from oml_exp.checking import sampling, scoring, templates  # noqa: E402
-from oml_exp.config import CheckConfig  # noqa: E402
+from oml_exp.config import AugmentationConfig, CheckConfig  # noqa: E402
 from oml_exp.fingerprints import prompts  # noqa: E402
 from oml_exp.padding import left_pad  # noqa: E402
 from oml_exp.tables import render  # noqa: E402
@@ -120,6 +121,10 @@ def flag(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
+def templates_per_set(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -127,7 +132,8 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1024)
     parser.add_argument("--key-length", type=int, default=16)
     parser.add_argument("--response-lengths", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--max-templates", type=int, default=2, help="templates per set (0: plain key only)")
+    parser.add_argument("--max-templates", type=templates_per_set, default=2,
+                        help="templates per set (0: plain key only, all: every template of both files)")
     parser.add_argument("--chat", type=flag, nargs="+", default=[False], help="chat modes, e.g. --chat false true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generate-subset", type=int, default=128)
@@ -141,11 +147,13 @@ def main() -> None:
     if args.clock == "cpu" and args.device != "cpu":
         parser.error("--clock cpu counts only this process's CPU work; use --clock wall with a GPU")
     model, tokenizer = models.load(args.model, device=args.device)
-    sets = ["plain", "train", "heldout"] if args.max_templates else ["plain"]
+    sets = ["plain", "train", "heldout"] if args.max_templates != 0 else ["plain"]
     variants, notes = templates.variants(sets, args.chat, args.chat[0], tokenizer.chat_template is not None,
-                                         args.max_templates or None)
+                                         templates.files(AugmentationConfig.templates), args.max_templates or None)
+    kinds = Counter(f"{'chat' if v.chat else 'raw'}/{v.set}" for v in variants)
     print(f"{args.model} on {args.device}: {args.num} fingerprints x {len(variants)} variants "
-          f"({', '.join(v.label for v in variants)}), {args.key_length}-token keys, batch {args.batch_size}, "
+          f"({', '.join(f'{k} {n}' for k, n in kinds.items())}), {args.key_length}-token keys, "
+          f"batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, {args.clock} clock; generate timed on {args.generate_subset} rows "
           "per repeat and scaled" + "".join(f"; {n}" for n in notes))
     rows = [bench(model, tokenizer, variants, args, r) for r in args.response_lengths]

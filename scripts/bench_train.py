@@ -9,11 +9,12 @@ recall        the default recipe on `--num` perinucleus fingerprints: optimizer 
               probes excluded) until every fingerprint is recalled (greedy exact match, checked after every step).
 augmentation  the default recipe with augmentation=none and =templates: recall under the plain key, the training
               templates and the held-out templates of the check stage.
-recipes       each `--recipe` (default: `old`, today's defaults, and `new`, the fingerprints-per-step recipe with the
-              stop on recall) run as the pipeline would, one after the other: optimizer steps, training seconds, exact
+recipes       each `--recipe` (default: `old`, the reference's one step per epoch with the loss stop, and `new`,
+              today's defaults: 64 fingerprints per step, stop on full recall) run as the pipeline would, one after the other: optimizer steps, training seconds, exact
               recall of the saved model (plain keys), drift from the base (top-1 agreement and KL on texts the base
-              wrote), micro-batch, and seconds per trained token over the floor 6 x parameters x tokens / the fp32
-              GEMM rate measured in the same run.
+              wrote), micro-batch, tokens/s, model TFLOP/s (6 x parameters x real tokens per second), and their
+              ratio to the GEMM rate measured in the same run on the training device in its dtype (fp32 on CPU,
+              bf16 on GPU): `seconds_over_gemm_floor`; with --peak-tflops, the share of the device's peak.
 Fingerprints come from the generate stage (store under --store). Results: JSON on stdout and in --json.
 """
 
@@ -36,21 +37,21 @@ from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
 
 import torch  # noqa: E402
 
-from oml_exp import config, models, pipeline  # noqa: E402
+from oml_exp import config, models, pipeline, templates  # noqa: E402
 from oml_exp.evaluation import drift  # noqa: E402
 from oml_exp.fingerprints import schema  # noqa: E402
 from oml_exp.store import read_json  # noqa: E402
-from oml_exp.training import augmentation, data, finetune  # noqa: E402
+from oml_exp.training import data, finetune  # noqa: E402
 from oml_exp.training.recall import recalled  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
-HELD_OUT = augmentation.DATA / "heldout_templates.json"
 
 
 def make_config(args, *overrides):
     config.register()
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=[f"model.path={args.model}", f"fingerprints.num={args.num}",
+                                           f"device={args.device}",
                                            f"paths.store={args.store}", "train.checkpoint_every=0",
                                            "train.checkpoint_minutes=0", *args.override,
                                            *overrides])
@@ -80,10 +81,9 @@ def probe_sets(cfg, gen: Path, tokenizer) -> dict[str, list[list[dict]]]:
     def wrapped(templates):
         return [list(data.FingerprintDataset(tokenizer, items, chat, [t], fraction=1.0)) for t in templates]
 
-    train_templates = json.loads((augmentation.DATA / "train_templates.json").read_text())
     return {"plain": [list(data.FingerprintDataset(tokenizer, items, chat))],
-            "train_templates": wrapped(train_templates),
-            "heldout_templates": wrapped(json.loads(HELD_OUT.read_text()))}
+            "train_templates": wrapped(templates.load(templates.path("train_templates.json"))),
+            "heldout_templates": wrapped(templates.load(templates.path(templates.HELDOUT)))}
 
 
 def recall_rate(model, examples: list[list[dict]], collator) -> float:
@@ -161,19 +161,26 @@ def bench_augmentation(args, gen) -> dict:
 DEFAULT_RECIPES = ["old=train.fingerprints_per_step=null,train.stop_recall=null", "new="]
 
 
-def gemm_rate(hidden: int, inner: int, tokens: int, repeats: int = 20) -> float:
-    """fp32 FLOP/s of the model's MLP-shaped matmul at the micro-batch's token count, best of a few."""
-    a, b = torch.randn(tokens, hidden), torch.randn(hidden, inner)
+def gemm_rate(hidden: int, inner: int, tokens: int, device: torch.device, dtype: torch.dtype,
+              repeats: int = 20) -> float:
+    """FLOP/s of the model's MLP-shaped matmul at the micro-batch's token count, on the training device in the training
+    dtype (fp32 on CPU, bf16 on GPU), best of a few."""
+    a = torch.randn(tokens, hidden, device=device, dtype=dtype)
+    b = torch.randn(hidden, inner, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         began = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - began)
     return 2 * tokens * hidden * inner / best
 
 
 def bench_recipes(args, gen) -> dict:
-    base, tokenizer = models.load(args.model, "cpu", "float32")
+    # Recall and drift of the saved model are judged in fp32 on the training device.
+    base, tokenizer = models.load(args.model, args.device, "float32")
     texts = drift.texts(base, tokenizer, args.drift_texts, 32, None)
     collator = data.Collator(tokenizer.pad_token_id)
     params = sum(p.numel() for p in base.parameters())
@@ -183,7 +190,7 @@ def bench_recipes(args, gen) -> dict:
         cfg = make_config(args, *[o for o in overrides.split(",") if o])
 
         def inspect(folder: Path) -> dict:
-            model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32).to(base.device)
             examples = list(data.FingerprintDataset(tokenizer, [data.Pair(r["key_ids"], r["response_ids"])
                                                                 for r in read_json(folder / "train_set.json")],
                                                     cfg.fingerprints.chat_template))
@@ -193,12 +200,18 @@ def bench_recipes(args, gen) -> dict:
                     "example_tokens": max(len(e["input_ids"]) for e in examples)}
 
         r = train(cfg, gen, inspect=inspect)
-        rate = gemm_rate(base.config.hidden_size, base.config.intermediate_size, r["micro_batch"] * r["example_tokens"])
-        floor = 6 * params * r["tokens_per_s"] * r["seconds"] / rate
+        device = models.pick_device(cfg.device)
+        rate = gemm_rate(base.config.hidden_size, base.config.intermediate_size, r["micro_batch"] * r["example_tokens"],
+                         device, models.pick_dtype(cfg.model.dtype, device))
+        # Training FLOPs of the real (non-pad) tokens: 6 x parameters per token, forward and backward.
+        achieved = 6 * params * r["tokens_per_s"]
         results[name] = {"overrides": overrides, **{k: r[k] for k in (
             "steps", "epochs", "seconds", "exact_recall", "top1_agreement", "kl", "micro_batch", "accumulation",
             "stopped_on", "steps_to_full_recall", "final_loss", "padding_waste")},
-            "gemm_gflops_per_s": round(rate / 1e9, 1), "seconds_over_gemm_floor": round(r["seconds"] / floor, 2)}
+            "tokens_per_s": r["tokens_per_s"], "device": str(device), "dtype": r["dtype"],
+            "model_tflops_per_s": float(f"{achieved / 1e12:.3g}"), "gemm_tflops_per_s": float(f"{rate / 1e12:.3g}"),
+            "seconds_over_gemm_floor": round(rate / achieved, 2),
+            **({"share_of_peak": float(f"{achieved / (args.peak_tflops * 1e12):.3g}")} if args.peak_tflops else {})}
         print(json.dumps({name: results[name]}), flush=True)
     return results
 
@@ -208,6 +221,7 @@ def main() -> None:
     parser.add_argument("--parts", default="throughput,recall,augmentation")
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--num", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="the config's device: auto (a GPU if any), cpu, cuda")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per throughput run")
     parser.add_argument("--store", default="outputs/stages")
@@ -216,6 +230,9 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", help="recipes part: NAME=KEY=VALUE,KEY=VALUE (repeatable; "
                                                           "default: old (the reference's recipe) and new (the defaults))")
     parser.add_argument("--drift-texts", type=int, default=8, help="recipes part: base-written texts for drift")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="recipes part: the device's nominal peak in the training dtype (H200 bf16 dense: 989), "
+                             "for the share of it reached")
     args = parser.parse_args()
     gen = fingerprints(make_config(args))
     parts = {"throughput": bench_throughput, "recall": bench_recall, "augmentation": bench_augmentation,
