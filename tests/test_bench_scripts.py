@@ -44,8 +44,8 @@ def test_bench_generate_prints_ratios_to_the_floor_and_to_the_old_path(tmp_path)
 
 
 def test_bench_check_prints_the_batched_check_against_its_floor_for_all_templates(tmp_path):
-    text = bench("bench_check.py", "--model", "tiny:llama", "--num", "4", "--repeats", "1", "--max-templates", "all", "--chat", "false",
-                 "--generate-subset", "2", "--response-lengths", "1", "--sampling", cwd=tmp_path)
+    text = bench("bench_check.py", "--model", "tiny:llama", "--num", "4", "--repeats", "1", "--max-templates", "all",
+                 "--chat", "false", "--generate-subset", "2", "--response-lengths", "1", "--sampling", cwd=tmp_path)
     assert re.search(r"4 fingerprints x \d+ variants", text)
     row = next(line.split() for line in text.splitlines() if line.strip().startswith("1 "))
     assert row[4].endswith("x") and float(row[4][:-1]) > 0
