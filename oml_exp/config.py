@@ -100,6 +100,9 @@ class TrainConfig:
     # recall_every optimizer steps; null = once per epoch's worth of steps); null = no recall check.
     stop_recall: Optional[float] = 1.0
     recall_every: Optional[int] = None
+    # Over the planned steps (the epoch cap): linear decay to 0 (the reference's) or constant. With a stop on recall the
+    # plan is only a cap, so under linear decay the rate at a given step depends on the cap (docs/training.md).
+    lr_schedule: str = "linear"
     # 0 = no clipping. Clipping at 1.0 cut every step of SmolLM2's fingerprint gradients (norms 2-30) to one norm, so
     # Adam never shrank its steps and the loss oscillated: 64 fingerprints not recalled after 8 steps, 6 without.
     max_grad_norm: float = 0.0
@@ -115,6 +118,8 @@ class TrainConfig:
         require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
                  f"train.batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        require(self.lr_schedule in ("linear", "constant"),
+                f"train.lr_schedule must be linear or constant, got {self.lr_schedule!r}")
         require(self.grad_accum is None or self.grad_accum >= 1,
                  f"train.grad_accum must be a positive integer or null, got {self.grad_accum!r}")
         require(self.fingerprints_per_step is None or self.fingerprints_per_step >= 1,

@@ -197,7 +197,8 @@ def test_key_covers_what_changes_the_weights_only():
     base = finetune.key(make_config())
     assert finetune.key(make_config("train.checkpoint_every=3", "train.keep_checkpoints=2")) == base
     for change in ("train.lr=0.5", "seed=1", "engine=deepspeed_zero2", "augmentation=templates",
-                   "fingerprints.key_length=7", "fingerprints.chat_template=true", "model.dtype=bf16"):
+                   "fingerprints.key_length=7", "fingerprints.chat_template=true", "model.dtype=bf16",
+                   "train.lr_schedule=constant"):
         assert finetune.key(make_config(change)) != base, change
 
 
@@ -224,6 +225,19 @@ def test_fingerprints_per_step_sets_the_steps_per_epoch(tmp_path):
     summary = train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
     assert (summary["micro_batch"], summary["accumulation"], summary["steps_per_epoch"]) == (2, 2, 2)
     assert summary["steps"] == 4  # 8 fingerprints, 4 per step, 2 epochs
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_the_learning_rate_decays_over_the_cap_or_stays(tmp_path, schedule):
+    cfg = make_config("train.fingerprints_per_step=4", "train.epochs=3", "train.early_stop_loss=0",
+                      "train.stop_recall=null", "train.lr=1e-3", f"train.lr_schedule={schedule}")
+    train(cfg, fake_fingerprints(tmp_path / "gen", cfg), tmp_path / "ft")
+    rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    # Each step's row holds the rate that step used: 6 planned steps, the linear one from the full rate towards 0.
+    expected = [1e-3 * (6 - s) / 6 for s in range(6)] if schedule == "linear" else [1e-3] * 6
+    assert rates == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="train.lr_schedule must be linear or constant, got 'cosine'"):
+        make_config("train.lr_schedule=cosine")
 
 
 def test_fingerprints_per_step_and_a_fixed_grad_accum_conflict():

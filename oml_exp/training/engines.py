@@ -28,11 +28,13 @@ def deepspeed_config(engine: DictConfig, device: torch.device, dtype: torch.dtyp
     return OmegaConf.to_container(engine.deepspeed, resolve=True)
 
 
-def trainer_settings(device: torch.device, dtype: torch.dtype, ds: dict | None, seed: int, log_level: str) -> dict:
+def trainer_settings(device: torch.device, dtype: torch.dtype, ds: dict | None, seed: int, log_level: str,
+                     schedule: str = "linear") -> dict:
     """The TrainingArguments every training in oml-exp shares (the finetune stage, the attacks that train): the
-    engine, precision and optimizer, linear decay from the full learning rate, a log row per step, nothing reported."""
+    engine, precision and optimizer, the learning rate from its full value with no warm-up (then linear decay or
+    constant), a log row per step, nothing reported."""
     return dict(
-        lr_scheduler_type="linear",
+        lr_scheduler_type=schedule,
         warmup_steps=0,
         logging_steps=1,
         seed=seed,

@@ -169,7 +169,8 @@ def arguments(cfg: DictConfig, folder: Path, plan: batching.Plan, device: torch.
         save_steps=max(1, t.checkpoint_every),
         save_total_limit=max(1, t.keep_checkpoints),
         **{CHECKPOINTING_ARG: t.gradient_checkpointing},
-        **engines.trainer_settings(device, dtype, ds, cfg.seed, verbosity.trainer_log_level(cfg.verbose)),
+        **engines.trainer_settings(device, dtype, ds, cfg.seed, verbosity.trainer_log_level(cfg.verbose),
+                                   t.lr_schedule),
     )
 
 
