@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build .gpu/ (git-ignored): what a bare GPU device machine needs besides this checkout to run scripts/gpu_targets.sh.
-#   bash scripts/gpu_kit.sh          # about a minute with a warm pip cache; needs .venv (scripts/setup.sh)
+#   bash scripts/gpu_kit.sh          # 2-3 minutes (deepspeed is built from source); needs .venv (scripts/setup.sh)
 # The device machine has Python 3.12, a CUDA torch and transformers 5.17 but no network and none of the rest of the
 # stack (../shared/notes/environment.md), and what travels with one call is capped at 64 MiB. So:
 #   .gpu/wheels   the rest of the stack as Python 3.12 wheels (sdists built here), transformers and lm_eval cut to
-#                 the model families and task folders oml-exp reads (scripts/slim_wheel.py); about 15 MB
+#                 the model families and task folders oml-exp reads (scripts/slim_wheel.py); about 18 MB
 #   .gpu/model_a  the embedded SmolLM2 GGUF (98 MB) in two parts, one per call (model_a travels with the wheels,
 #   .gpu/model_b  so it is the smaller part)
 # PY_VERSION=3.11 builds the same kit for this machine's Python, to rehearse gpu_targets.sh here on the CPU.
