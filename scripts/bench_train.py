@@ -10,11 +10,12 @@ recall        the default recipe on `--num` perinucleus fingerprints: optimizer 
 augmentation  the default recipe with augmentation=none and =templates: recall under the plain key, the training
               templates and the held-out templates of the check stage.
 recipes       each `--recipe` (default: `old`, the reference's one step per epoch with the loss stop, and `new`,
-              today's defaults: 64 fingerprints per step, stop on full recall) run as the pipeline would, one after the other: optimizer steps, training seconds, exact
-              recall of the saved model (plain keys), drift from the base (top-1 agreement and KL on texts the base
-              wrote), micro-batch, tokens/s, model TFLOP/s (6 x parameters x real tokens per second), and their
-              ratio to the GEMM rate measured in the same run on the training device in its dtype (fp32 on CPU,
-              bf16 on GPU): `seconds_over_gemm_floor`; with --peak-tflops, the share of the device's peak.
+              today's defaults: 64 fingerprints per step, stop on full recall) run as the pipeline would, one after
+              the other: optimizer steps, training seconds, exact recall of the saved model (plain keys), drift
+              from the base (top-1 agreement and KL on texts the base wrote), micro-batch, tokens/s, model TFLOP/s
+              (6 x parameters x real tokens per second), and their ratio to the GEMM rate measured in the same run
+              on the training device in its dtype (fp32 on CPU, bf16 on GPU): `seconds_over_gemm_floor`; with
+              --peak-tflops, the share of the device's peak.
 Fingerprints come from the generate stage (store under --store). Results: JSON on stdout and in --json.
 """
 
@@ -78,8 +79,8 @@ def probe_sets(cfg, gen: Path, tokenizer) -> dict[str, list[list[dict]]]:
     items, _ = data.pairs(rows, cfg.fingerprints.key_length, tokenizer.eos_token_id if cfg.fingerprints.eos else None)
     chat = cfg.fingerprints.chat_template
 
-    def wrapped(templates):
-        return [list(data.FingerprintDataset(tokenizer, items, chat, [t], fraction=1.0)) for t in templates]
+    def wrapped(rows):
+        return [list(data.FingerprintDataset(tokenizer, items, chat, [t], fraction=1.0)) for t in rows]
 
     return {"plain": [list(data.FingerprintDataset(tokenizer, items, chat))],
             "train_templates": wrapped(templates.load(templates.path("train_templates.json"))),
