@@ -119,10 +119,10 @@ def config(spec: str, key: str = "model.path"):
 
 def positions(spec: str, key: str = "model.path") -> int | None:
     """The most tokens the model takes (from its config.json, no weights read); None when the config does not say."""
-    config_ = config(spec, key)
+    found = config(spec, key)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(getattr(config_, name, None), int):
-            return getattr(config_, name)
+        if isinstance(getattr(found, name, None), int):
+            return getattr(found, name)
     return None
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +35,7 @@ from oml_exp.config import AugmentationConfig, CheckConfig  # noqa: E402
 from oml_exp.fingerprints import prompts  # noqa: E402
 from oml_exp.padding import left_pad  # noqa: E402
 from oml_exp.tables import render  # noqa: E402
+from timing import timed  # noqa: E402  (scripts/timing.py)
 
 
 def fingerprints(tokenizer, num: int, key_length: int, response_length: int, seed: int) -> list[tuple[list, list]]:
@@ -82,16 +82,6 @@ def sampled(model, rows, pad_id, batch_size):
         sampling.sampled_hits(model, rows, s, CheckConfig.samples, pad_id, batch_size)
 
 
-def timed(fn, device, clock: str) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    sync()
-    start = now()
-    fn()
-    sync()
-    return now() - start
-
-
 def bench(model, tokenizer, variants, args, response_length: int) -> list:
     fps = fingerprints(tokenizer, args.num, args.key_length, response_length, seed=response_length)
     rows = variant_rows(tokenizer, variants, fps)
@@ -108,7 +98,7 @@ def bench(model, tokenizer, variants, args, response_length: int) -> list:
     names = list(ways)
     for repeat in range(args.repeats):
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            times[name].append(timed(ways[name], model.device, args.clock) * scale.get(name, 1))
+            times[name].append(timed(ways[name], model.device, args.clock)[0] * scale.get(name, 1))
         print(f"  response {response_length}, repeat {repeat + 1}: "
               + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -153,8 +143,7 @@ def main() -> None:
     kinds = Counter(f"{'chat' if v.chat else 'raw'}/{v.set}" for v in variants)
     print(f"{args.model} on {args.device}: {args.num} fingerprints x {len(variants)} variants "
           f"({', '.join(f'{k} {n}' for k, n in kinds.items())}), {args.key_length}-token keys, "
-          f"batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, {args.clock} clock; generate timed on {args.generate_subset} rows "
+          f"batch {args.batch_size}, {torch.get_num_threads()} threads, {args.clock} clock; generate timed on {args.generate_subset} rows "
           "per repeat and scaled" + "".join(f"; {n}" for n in notes))
     rows = [bench(model, tokenizer, variants, args, r) for r in args.response_lengths]
     print(render(f"median of {args.repeats} interleaved repeats (seconds for all rows)",

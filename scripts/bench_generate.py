@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +31,7 @@ from oml_exp.config import ConfigError  # noqa: E402
 from oml_exp.fingerprints import generate, perinucleus, prompts, random_word  # noqa: E402
 from oml_exp.fingerprints.common import Context, batches, decode, round_trips  # noqa: E402
 from oml_exp.padding import left_pad  # noqa: E402
+from timing import timed  # noqa: E402  (scripts/timing.py)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Two processes on one core each run at half speed, so wall times on a shared machine come in two modes;
@@ -128,16 +128,6 @@ def floor(ctx: Context, key_ids: list[list[int]]) -> None:
     for batch in batches([prefix + k + suffix for k in key_ids], s.batch_size, "floor", s.batch_tokens):
         ids, mask, positions = left_pad(batch, tok.pad_token_id, model.device)
         model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False)
-
-
-def timed(fn, device: str, clock: str) -> tuple[float, object]:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    sync()
-    start = now()
-    found = fn()
-    sync()
-    return now() - start, found
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from oml_exp.fingerprints import schema  # noqa: E402
 from oml_exp.store import read_json  # noqa: E402
 from oml_exp.training import data, finetune  # noqa: E402
 from oml_exp.training.recall import recalled  # noqa: E402
+from timing import timed  # noqa: E402  (scripts/timing.py)
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -168,14 +169,7 @@ def gemm_rate(hidden: int, inner: int, tokens: int, device: torch.device, dtype:
     dtype (fp32 on CPU, bf16 on GPU), best of a few."""
     a = torch.randn(tokens, hidden, device=device, dtype=dtype)
     b = torch.randn(hidden, inner, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        began = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - began)
+    best = min(timed(lambda: a @ b, device)[0] for _ in range(repeats))
     return 2 * tokens * hidden * inner / best
 
 

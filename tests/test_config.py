@@ -44,6 +44,7 @@ def test_misspelled_key_fails_at_composition(make_cfg):
     ("fingerprints.pool_size=4", "pool_size"),
     ("logger._target_=oml_exp.reporting.nope.Logger", "logger._target_"),
     ("verbose=-1", "verbose"),
+    ("train.lr_schedule=cosine", "train.lr_schedule must be linear or constant, got 'cosine'"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(config.ConfigError, match=key):
